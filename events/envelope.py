@@ -1,0 +1,129 @@
+"""The event envelope of CONTRACT.md, the position token, and the tamper-evidence hashes.
+
+Pure data and pure functions: the store writes with them, the relay publishes with them,
+projections and auditors read with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import NamedTuple
+from uuid import UUID
+
+import msgspec
+
+GENESIS_HASH = bytes(32)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TOKEN_LEN = 32
+
+
+class Position(NamedTuple):
+    """A place in the commit-safe global order: (transaction id, position) pairs compare as
+    the log is read. Clients only ever see it as an opaque token."""
+
+    txid: int
+    position: int
+
+    def token(self) -> str:
+        """The opaque, fixed-width, sortable string clients store and send back."""
+        return f"{self.txid:016x}{self.position:016x}"
+
+    @classmethod
+    def parse(cls, token: str) -> Position:
+        """Read a token; ValueError when it is not one of ours."""
+        if len(token) != _TOKEN_LEN:
+            raise ValueError("a position token is 32 hex digits")
+        try:
+            return cls(int(token[:16], 16), int(token[16:], 16))
+        except ValueError as e:
+            raise ValueError("a position token is 32 hex digits") from e
+
+
+ORIGIN = Position(0, 0)
+
+
+class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Who asked, in answer to what, as part of which trace."""
+
+    actor_id: str | None = None
+    correlation_id: str
+    causation_id: str | None = None
+    traceparent: str | None = None
+    idempotency_key: str | None = None
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """One recorded event as the store, NATS and the audit export carry it."""
+
+    event_id: str
+    stream_id: str
+    stream_version: int
+    position: str
+    type: str
+    schema_version: int
+    recorded_at: datetime
+    data: msgspec.Raw
+    metadata: msgspec.Raw
+    prev_hash: str
+    hash: str
+
+    @property
+    def at(self) -> Position:
+        return Position.parse(self.position)
+
+    @property
+    def category(self) -> str:
+        return category_of(self.stream_id)
+
+
+ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
+ENCODER = msgspec.json.Encoder()
+
+
+def category_of(stream_id: str) -> str:
+    """A stream's category is its prefix: `user-0192...` belongs to `user`."""
+    return stream_id.split("-", 1)[0]
+
+
+def _framed(*parts: bytes) -> bytes:
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def content_digest(
+    event_id: UUID, stream_id: str, type: str, schema_version: int, data: bytes, metadata: bytes
+) -> bytes:
+    """SHA-256 over everything the writer decides about an event, length-framed."""
+    return hashlib.sha256(
+        b"hubbub-event-v1"
+        + _framed(
+            event_id.bytes,
+            stream_id.encode(),
+            type.encode(),
+            schema_version.to_bytes(4, "big"),
+            data,
+            metadata,
+        )
+    ).digest()
+
+
+def chain_hash(prev_hash: bytes, stream_version: int, recorded_micros: int, digest: bytes) -> bytes:
+    """An event's hash: its digest chained to the stream's previous hash (the store's
+    hubbub_append computes the same in SQL)."""
+    return hashlib.sha256(
+        prev_hash
+        + stream_version.to_bytes(8, "big", signed=True)
+        + recorded_micros.to_bytes(8, "big", signed=True)
+        + digest
+    ).digest()
+
+
+def global_link(chain: bytes, event_hash: bytes) -> bytes:
+    """One step of the global chain the relay keeps over every event in commit-safe order."""
+    return hashlib.sha256(chain + event_hash).digest()
+
+
+def micros(ts: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding)."""
+    delta = ts.astimezone(UTC) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -1,0 +1,72 @@
+"""PostgreSQL plumbing: connection pools with Hubbub's type adapters, and migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg_pool import AsyncConnectionPool
+
+XID8_OID = 5069
+JSON_OID = 114
+
+
+class _Xid8Loader(Loader):
+    """xid8 arrives as decimal text: load it as a Python int."""
+
+    def load(self, data: Any) -> int:
+        return int(bytes(data))
+
+
+class _RawJsonLoader(Loader):
+    """Keep json columns as the exact bytes stored: hashes are computed over them."""
+
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+def configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Register Hubbub's loaders on a connection (or its adapters map)."""
+    conn.adapters.register_loader(XID8_OID, _Xid8Loader)
+    conn.adapters.register_loader(JSON_OID, _RawJsonLoader)
+
+
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    configure(conn)
+
+
+def make_pool(
+    url: str, *, min_size: int = 2, max_size: int = 16, name: str = "hubbub"
+) -> AsyncConnectionPool:
+    """An async pool in autocommit mode: each statement is its own transaction unless the
+    caller opens one with `conn.transaction()`."""
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True, "application_name": name},
+        configure=_configure_async,
+        open=False,
+        name=name,
+    )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database for SQLAlchemy (alembic), through psycopg 3."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError(f"not a PostgreSQL URL: {url!r}")
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the database's schemas (event store and read models) up to `revision`."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    command.upgrade(cfg, revision)
