@@ -267,11 +267,16 @@ class EventStore:
         self.notifier = AppendNotifier(pool) if notify else None
 
     async def append(
-        self, appends: Sequence[StreamAppend], *, idempotency: Idempotency | None = None
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        idempotency: Idempotency | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> AppendResult:
         """Append atomically to every stream in `appends`, each at its expected version.
 
         Raises ConcurrencyError when any stream is elsewhere; then nothing is appended.
+        With `conn`, the append joins that connection's open transaction.
         """
         streams: list[str] = []
         expected: list[int] = []
@@ -305,11 +310,11 @@ class EventStore:
             if len(event_ids) == 1:
                 result = await self._append_one(streams[0], expected[0], data, metadata,
                                                 event_ids[0], types[0], schema_versions[0],
-                                                digests[0], idempotency)  # fmt: skip
+                                                digests[0], idempotency, conn)  # fmt: skip
             else:
                 result = await self._append_many(
                     streams, expected, stream_ids, event_ids, types, schema_versions, data,
-                    metadata, digests, idempotency,
+                    metadata, digests, idempotency, conn,
                 )  # fmt: skip
         except psycopg.Error as e:
             conflict = _conflict(e, streams, expected)
@@ -339,6 +344,7 @@ class EventStore:
         schema_version: int,
         digest: bytes,
         idem: Idempotency | None,
+        given: psycopg.AsyncConnection[Any] | None,
     ) -> AppendResult:
         params = {
             "stream": stream, "expected": expected, "event_id": event_id, "type": type,
@@ -348,7 +354,7 @@ class EventStore:
             "idem_hash": idem.request_hash if idem else None,
             "idem_response": idem.response.decode() if idem else None,
         }  # fmt: skip
-        async with self.pool.connection() as conn:
+        async with self._connection(given) as conn:
             cur = await conn.execute(_APPEND_ONE_SQL, params, prepare=True)
             row = await cur.fetchone()
             if row is None:
@@ -373,6 +379,7 @@ class EventStore:
         metadata: list[str],
         digests: list[bytes],
         idem: Idempotency | None,
+        given: psycopg.AsyncConnection[Any] | None,
     ) -> AppendResult:
         params = (
             streams, expected, stream_ids, event_ids, types, schema_versions, data, metadata,
@@ -380,7 +387,7 @@ class EventStore:
             idem.scope if idem else None, idem.key if idem else None,
             idem.request_hash if idem else None, idem.response.decode() if idem else None,
         )  # fmt: skip
-        async with self.pool.connection() as conn:
+        async with self._connection(given) as conn:
             cur = await conn.execute(_APPEND_SQL, params)
             row = await cur.fetchone()
         assert row is not None
@@ -394,6 +401,16 @@ class EventStore:
             stored_hash=stored_hash,
             stored_response=stored_response.encode() if stored_response is not None else None,
         )
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, given: psycopg.AsyncConnection[Any] | None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if given is not None:
+            yield given
+        else:
+            async with self.pool.connection() as conn:
+                yield conn
 
     async def find_idempotent(self, scope: str, key: str) -> AppendResult | None:
         """The first result recorded under an idempotency key, if the key was used."""
@@ -421,14 +438,15 @@ class EventStore:
         self,
         stream_id: str,
         *,
-        from_version: int = 1,
+        from_version: int | None = None,
         backwards: bool = False,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """A stream's events from `from_version` on (or down from it, backwards)."""
+        """A stream's events from `from_version` on (or down from it, backwards); by default
+        from the first event (backwards: from the last)."""
         op, order = ("<=", "DESC") if backwards else (">=", "ASC")
-        if backwards and from_version < 1:
-            from_version = 2**62
+        if from_version is None:
+            from_version = 2**62 if backwards else 1
         sql = (
             f"SELECT {COLUMNS} FROM events WHERE stream_id = %s AND stream_version {op} %s"
             f" ORDER BY stream_version {order}"

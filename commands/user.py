@@ -1,0 +1,91 @@
+"""The user decider: registration. Pure: time, ids and the password hash arrive in the
+command."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import assert_never
+
+import msgspec
+
+from commands.errors import DomainError
+from events.user import UserEvent, UsernameClaimed, UserRegistered
+
+
+class UsernameTaken(DomainError):
+    code = "username_taken"
+    status = 409
+
+
+class UserAlreadyExists(DomainError):
+    code = "user_exists"
+    status = 409
+
+
+class RegisterUser(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    username: str
+    display_name: str
+    password_hash: str
+    at: datetime
+
+
+class NoUser(msgspec.Struct, frozen=True):
+    pass
+
+
+class Registered(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    username: str
+    display_name: str
+    password_hash: str
+
+
+UserState = NoUser | Registered
+INITIAL: UserState = NoUser()
+
+
+def evolve(state: UserState, event: UserEvent) -> UserState:
+    """Fold one event into the user's state; never fails."""
+    match event:
+        case UserRegistered():
+            return Registered(
+                user_id=event.user_id,
+                username=event.username,
+                display_name=event.display_name,
+                password_hash=event.password_hash,
+            )
+        case UsernameClaimed():
+            return state
+        case _:
+            assert_never(event)
+
+
+class Registration(msgspec.Struct, frozen=True, kw_only=True):
+    """What registration decides over: the user's state and whether its username is taken."""
+
+    user: UserState
+    username_claimed: bool
+
+
+def decide(command: RegisterUser, state: Registration) -> list[UserEvent]:
+    """Register a user: the username must be free and the id unused."""
+    if state.username_claimed:
+        raise UsernameTaken(f"username {command.username!r} is taken")
+    match state.user:
+        case Registered():
+            raise UserAlreadyExists(f"user {command.user_id} exists")
+        case NoUser():
+            pass
+        case _:
+            assert_never(state.user)
+    return [
+        UsernameClaimed(username=command.username, user_id=command.user_id),
+        UserRegistered(
+            user_id=command.user_id,
+            username=command.username,
+            display_name=command.display_name,
+            password_hash=command.password_hash,
+            registered_at=command.at,
+        ),
+    ]

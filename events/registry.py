@@ -1,0 +1,51 @@
+"""Every event type, how to encode it for the store and decode (and upcast) it back.
+
+Evolution rules (msgspec's schema-evolution chapter): a new field gets a default; a type
+never changes; a rename is a new event type plus an upcaster. Stored events are never
+rewritten: old payloads are upcast when read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from events.user import UsernameClaimed, UserRegistered
+
+Event = UsernameClaimed | UserRegistered
+EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
+    cls.__name__: cls for cls in (UsernameClaimed, UserRegistered)
+}
+# The schema version new events of each type are written with.
+SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TYPES, 1)
+# (type, from_version) -> a function turning that version's JSON object into the next's.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+_DECODER = msgspec.json.Decoder(Event)
+_ENCODER = msgspec.json.Encoder()
+
+
+class UnknownEventType(ValueError):
+    """The log holds a type this code does not know (a newer writer, or a typo)."""
+
+
+def encode(event: msgspec.Struct) -> tuple[str, int, bytes]:
+    """(type, schema_version, JSON) of an event, ready for the store."""
+    name = type(event).__name__
+    return name, SCHEMA_VERSIONS[name], _ENCODER.encode(event)
+
+
+def decode(type_name: str, schema_version: int, data: bytes) -> Event:
+    """The current form of a stored event, upcasting older schema versions on the way."""
+    current = SCHEMA_VERSIONS.get(type_name)
+    if current is None:
+        raise UnknownEventType(type_name)
+    if schema_version == current:
+        return _DECODER.decode(data)
+    raw: dict[str, Any] = msgspec.json.decode(data)
+    for version in range(schema_version, current):
+        raw = UPCASTERS[(type_name, version)](raw)
+    raw["type"] = type_name
+    return msgspec.convert(raw, Event)

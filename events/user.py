@@ -1,0 +1,48 @@
+"""What happens to accounts. Streams: `user-<user_id>`, and the guard stream
+`username-<username>` that makes a username unique (its first event can be appended once)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import assert_never
+
+import msgspec
+
+
+class UsernameClaimed(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A username now belongs to a user; appended with the user's first event, atomically."""
+
+    username: str
+    user_id: str
+
+
+class UserRegistered(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An account was created. The password hash is argon2id; read models never copy it."""
+
+    user_id: str
+    username: str
+    display_name: str
+    password_hash: str
+    registered_at: datetime
+
+
+UserEvent = UsernameClaimed | UserRegistered
+
+
+def user_stream(user_id: str) -> str:
+    return f"user-{user_id}"
+
+
+def username_stream(username: str) -> str:
+    return f"username-{username}"
+
+
+def stream_of(event: UserEvent) -> str:
+    """The stream an event belongs to."""
+    match event:
+        case UsernameClaimed():
+            return username_stream(event.username)
+        case UserRegistered():
+            return user_stream(event.user_id)
+        case _:
+            assert_never(event)

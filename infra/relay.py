@@ -1,0 +1,281 @@
+"""The relay: tails the event store in commit-safe order and publishes every event on
+JetStream, in order, exactly as stored.
+
+- Its checkpoint advances in PostgreSQL only after JetStream acknowledged the whole batch;
+  a crash in between republishes, and JetStream drops the copies by Nats-Msg-Id.
+- Exactly one relay is active: leadership is a session advisory lock; others wait for it.
+- It keeps the global hash chain (events.envelope.global_link) over every event in
+  commit-safe order, anchored once per batch in relay_chain.
+- Each message carries its position and the position of the event before it
+  (Hubbub-Prev), so a consumer can tell a gap or a repeat from the next event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+import psycopg
+import structlog
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
+from psycopg_pool import AsyncConnectionPool
+
+from events.envelope import ENCODER, Metadata, Position, global_link
+from infra.db import configure, make_pool
+from infra.nats import connect, ensure_stream
+from infra.settings import Settings
+from infra.store import EventStore, RecordedEvent
+
+log = structlog.get_logger(__name__)
+
+RELAY_LOCK_KEY = 0x4855_4242_5245_4C59  # "HUBBRELY": one active relay per database
+HEADER_POSITION = "Hubbub-Position"
+HEADER_PREV = "Hubbub-Prev"
+
+PUBLISHED = Counter("hubbub_relay_published_total", "Events published on JetStream")
+RELAY_POSITION = Gauge("hubbub_relay_position", "Global position of the last published event")
+RELAY_LAG_SECONDS = Gauge("hubbub_relay_lag_seconds", "Age of the last published event when it was")
+
+
+_METADATA = msgspec.json.Decoder(Metadata)
+
+
+class LostLeadership(RuntimeError):
+    """Another relay advanced the checkpoint: this one must stop publishing."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    at: Position
+    chain_hash: bytes
+    event_count: int
+
+
+def headers_for(event: RecordedEvent, prev: Position) -> dict[str, str]:
+    """NATS headers of one event's message."""
+    headers = {
+        "Nats-Msg-Id": str(event.event_id),
+        HEADER_POSITION: event.at.token(),
+        HEADER_PREV: prev.token(),
+    }
+    if b"traceparent" in event.metadata:  # cheap test first: most events carry none
+        meta = _METADATA.decode(event.metadata)
+        if meta.traceparent:
+            headers["traceparent"] = meta.traceparent
+    return headers
+
+
+class Relay:
+    """Publishes the log to JetStream while it holds leadership."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 1000,
+        idle_poll_s: float = 0.5,
+        busy_poll_s: float = 0.001,
+        ack_timeout_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.store = EventStore(pool, notify=False)
+        self.js = js
+        self.batch_size = batch_size
+        self.idle_poll_s = idle_poll_s
+        self.busy_poll_s = busy_poll_s
+        self.ack_timeout_s = ack_timeout_s
+        self.leading = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead and publish until `stop`; survives PostgreSQL and NATS outages."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+                return
+            except (psycopg.OperationalError, LostLeadership) as e:
+                log.warning("relay lost its footing; starting over", error=str(e))
+            self.leading.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        assert self.settings.database_url
+        async with await psycopg.AsyncConnection.connect(
+            self.settings.database_url, autocommit=True, application_name="hubbub-relay-leader"
+        ) as leader:
+            configure(leader)
+            while not stop.is_set():
+                cur = await leader.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
+                row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                return
+            log.info("relay is the leader")
+            self.leading.set()
+            await leader.execute("LISTEN hubbub_events")
+            checkpoint = await self.load_checkpoint()
+            last_busy = time.monotonic()
+            while not stop.is_set():
+                events = await self.store.read_all(checkpoint.at, limit=self.batch_size)
+                if events:
+                    checkpoint = await self._publish_and_checkpoint(checkpoint, events, stop)
+                    last_busy = time.monotonic()
+                    continue
+                # Recently busy: poll fast, more events are likely on their way and the
+                # writers' NOTIFY is throttled. Idle: wait for a NOTIFY, poll as a fallback.
+                if time.monotonic() - last_busy < 0.25:
+                    await asyncio.sleep(self.busy_poll_s)
+                else:
+                    await self._wait_for_notify(leader, stop)
+
+    async def _wait_for_notify(
+        self, leader: psycopg.AsyncConnection[object], stop: asyncio.Event
+    ) -> None:
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            notifies = leader.notifies(timeout=self.idle_poll_s, stop_after=1)
+            async for _ in notifies:
+                break
+        finally:
+            waiter.cancel()
+
+    async def load_checkpoint(self) -> Checkpoint:
+        """Where publishing resumes."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT txid, position, chain_hash, event_count FROM relay_checkpoint WHERE id = 1"
+            )
+            row = await cur.fetchone()
+        assert row is not None, "relay_checkpoint is seeded by the 0001 migration"
+        return Checkpoint(Position(row[0], row[1]), row[2], row[3])
+
+    async def _publish_and_checkpoint(
+        self, checkpoint: Checkpoint, events: Sequence[RecordedEvent], stop: asyncio.Event
+    ) -> Checkpoint:
+        backoff = 0.1
+        while True:
+            try:
+                await self.publish(events, checkpoint.at)
+                break
+            except (NatsError, TimeoutError, OSError) as e:
+                if stop.is_set():
+                    raise LostLeadership("stopping with unpublished events") from e
+                log.warning("publishing failed; retrying", error=repr(e), backoff=backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+        return await self.save_checkpoint(checkpoint, events)
+
+    async def publish(self, events: Sequence[RecordedEvent], prev: Position) -> None:
+        """Publish a batch in order and wait until JetStream acknowledged every message."""
+        futures = []
+        for event in events:
+            subject = self.settings.subject(event.stream_id.split("-", 1)[0], event.type)
+            futures.append(
+                await self.js.publish_async(
+                    subject, ENCODER.encode(event.envelope()), headers=headers_for(event, prev)
+                )
+            )
+            prev = event.at
+        try:
+            acks = await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout_s)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        for ack in acks:
+            if ack.stream != self.settings.nats_stream:
+                raise NatsError(
+                    f"published into stream {ack.stream}, not {self.settings.nats_stream}"
+                )
+        PUBLISHED.inc(len(events))
+        RELAY_POSITION.set(events[-1].position)
+        RELAY_LAG_SECONDS.set(max(0.0, time.time() - events[-1].recorded_at.timestamp()))
+
+    async def save_checkpoint(
+        self, checkpoint: Checkpoint, events: Sequence[RecordedEvent]
+    ) -> Checkpoint:
+        """Advance the checkpoint and the global chain in one transaction.
+
+        Asynchronous commit is safe here: a checkpoint lost in a crash only means
+        republishing, which JetStream and the consumers absorb; the chain is recomputed the
+        same way. The WHERE clause fences off a relay that lost its leadership unawares.
+        """
+        chain = checkpoint.chain_hash
+        for event in events:
+            chain = global_link(chain, event.hash)
+        new = Checkpoint(events[-1].at, chain, checkpoint.event_count + len(events))
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            cur = await conn.execute(
+                "UPDATE relay_checkpoint SET txid = %s::xid8, position = %s, chain_hash = %s,"
+                " event_count = %s, updated_at = now()"
+                " WHERE id = 1 AND txid = %s::xid8 AND position = %s",
+                (str(new.at.txid), new.at.position, new.chain_hash, new.event_count,
+                 str(checkpoint.at.txid), checkpoint.at.position),
+            )  # fmt: skip
+            if cur.rowcount != 1:
+                raise LostLeadership("the relay checkpoint moved under us")
+            await conn.execute(
+                "INSERT INTO relay_chain (txid, position, chain_hash, event_count)"
+                " VALUES (%s::xid8, %s, %s, %s)",
+                (str(new.at.txid), new.at.position, new.chain_hash, new.event_count),
+            )
+        return new
+
+
+async def connect_jetstream(settings: Settings, stop: asyncio.Event) -> NATS | None:
+    """Connect to NATS, retrying until it answers or `stop` is set."""
+    assert settings.nats_url
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            nc = await connect(settings.nats_url, name="hubbub-relay")
+            await ensure_stream(nc.jetstream(), settings)
+            return nc
+        except (NatsError, OSError, TimeoutError) as e:
+            log.warning("nats unavailable; retrying", error=repr(e), backoff=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+    return None
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set `stop`, so the process finishes its batch and exits cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def main(settings: Settings) -> None:
+    """`hubbub relay`: run one relay (it waits its turn if another one leads)."""
+    assert settings.database_url and settings.nats_url, "the CLI resolves the URLs"
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    nc = await connect_jetstream(settings, stop)
+    if nc is None:
+        return
+    pool = make_pool(settings.database_url, min_size=1, max_size=4, name="hubbub-relay")
+    await pool.open()
+    try:
+        await Relay(settings, pool, nc.jetstream()).run(stop)
+    finally:
+        await pool.close()
+        await nc.drain()

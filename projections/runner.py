@@ -1,0 +1,256 @@
+"""The projector: keeps every projection's read model up to date.
+
+It consumes JetStream with a durable pull consumer and applies events in batches, each
+batch in one transaction with the projection's checkpoint. Every message names the event
+before it (Hubbub-Prev), so the runner knows when NATS dropped, repeated or reordered
+something; then, and at start, and whenever NATS is quiet or away, it reads the store
+directly. PostgreSQL is the system of record: nothing NATS does can corrupt a read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import msgspec
+import psycopg
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter, Gauge
+from psycopg_pool import AsyncConnectionPool
+
+from events.envelope import ENVELOPE_DECODER, Envelope, Position
+from infra.db import make_pool
+from infra.nats import connect, ensure_stream
+from infra.relay import HEADER_PREV, stop_on_signals
+from infra.settings import Settings
+from infra.store import EventStore, RecordedEvent
+from projections.registry import ALL
+from projections.runtime import (
+    CheckpointMoved,
+    Projection,
+    apply_batch,
+    ensure_schema,
+    live_schema,
+    read_checkpoint,
+)
+
+log = structlog.get_logger(__name__)
+
+APPLIED = Counter(
+    "hubbub_projection_applied_total", "Events passed by a projection", ["projection"]
+)
+CATCH_UPS = Counter(
+    "hubbub_projection_catchups_total", "Reads straight from the store", ["projection", "reason"]
+)
+PROJECTION_POSITION = Gauge("hubbub_projection_position", "Global position applied", ["projection"])
+
+CATCH_UP_BATCH = 5000
+
+
+class ProjectionRunner:
+    """Applies events to a set of projections, from NATS when it can, from PostgreSQL always."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        projections: Sequence[Projection] = ALL,
+        *,
+        consumer: str = "projector",
+        fetch_batch: int = 500,
+        quiet_s: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.store = EventStore(pool, notify=False)
+        self.projections = list(projections)
+        self.durable = f"{settings.nats_stream}_{consumer}"
+        self.fetch_batch = fetch_batch
+        self.quiet_s = quiet_s
+        self.checkpoints: dict[str, Position] = {}
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        """Create missing read-model schemas and load the checkpoints."""
+        async with self.pool.connection() as conn:
+            for projection in self.projections:
+                if await ensure_schema(conn, projection):
+                    log.info("read model created", projection=projection.name)
+                self.checkpoints[projection.name] = await read_checkpoint(
+                    conn, live_schema(projection.name)
+                )
+
+    async def catch_up(
+        self, projection: Projection, *, until: Position | None = None, reason: str
+    ) -> None:
+        """Apply everything after the checkpoint straight from the store (up to `until`)."""
+        CATCH_UPS.labels(projection.name, reason).inc()
+        while True:
+            after = self.checkpoints[projection.name]
+            if until is not None and after >= until:
+                return
+            events = await self.store.read_all(after, limit=CATCH_UP_BATCH)
+            if not events:
+                return
+            await self._apply(projection, after, events)
+
+    async def catch_up_all(self, reason: str) -> None:
+        for projection in self.projections:
+            await self.catch_up(projection, reason=reason)
+
+    async def _apply(
+        self, projection: Projection, after: Position, events: Sequence[RecordedEvent | Envelope]
+    ) -> None:
+        upto = _position(events[-1])
+        try:
+            async with self.pool.connection() as conn:
+                await apply_batch(
+                    conn, projection, live_schema(projection.name), after, events, upto
+                )
+        except CheckpointMoved as moved:
+            # A rebuild swapped in a new schema, or another projector got there first.
+            log.info(
+                "checkpoint moved; reloading", projection=projection.name, at=moved.actual.token()
+            )
+            self.checkpoints[projection.name] = moved.actual
+            return
+        self.checkpoints[projection.name] = upto
+        APPLIED.labels(projection.name).inc(len(events))
+        PROJECTION_POSITION.labels(projection.name).set(upto.position)
+
+    async def handle(self, batch: Sequence[tuple[Envelope, Position]]) -> None:
+        """Apply a batch of (envelope, previous position) pairs from NATS to every projection."""
+        for projection in self.projections:
+            for _attempt in range(3):
+                checkpoint = self.checkpoints[projection.name]
+                fresh = [(e, prev) for e, prev in batch if e.at > checkpoint]
+                if not fresh:
+                    break
+                if _contiguous(checkpoint, fresh):
+                    await self._apply(projection, checkpoint, [e for e, _ in fresh])
+                else:
+                    await self.catch_up(projection, until=fresh[-1][0].at, reason="gap")
+                if self.checkpoints[projection.name] >= fresh[-1][0].at:
+                    break
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop`: catch up, then follow NATS, falling back on the store."""
+        await self.start()
+        await self.catch_up_all("start")
+        self.ready.set()
+        nc: NATS | None = None
+        try:
+            while not stop.is_set():
+                if nc is None or not nc.is_connected:
+                    nc = await self._connect(nc)
+                    if nc is None:
+                        await self._poll_store(stop)
+                        continue
+                try:
+                    await self._follow(nc, stop)
+                except (NatsError, OSError, TimeoutError) as e:
+                    log.warning("nats unavailable; reading the store", error=repr(e))
+                    await self._poll_store(stop)
+        finally:
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+
+    async def _poll_store(self, stop: asyncio.Event) -> None:
+        await self.catch_up_all("nats_away")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.quiet_s)
+
+    async def _connect(self, old: NATS | None) -> NATS | None:
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        assert self.settings.nats_url
+        try:
+            nc = await connect(self.settings.nats_url, name="hubbub-projector")
+            await ensure_stream(nc.jetstream(), self.settings)
+        except (NatsError, OSError, TimeoutError) as e:
+            log.warning("nats unavailable", error=repr(e))
+            return None
+        return nc
+
+    async def _follow(self, nc: NATS, stop: asyncio.Event) -> None:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(
+            self.settings.subject_filter,
+            durable=self.durable,
+            stream=self.settings.nats_stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.ALL,
+                deliver_policy=DeliverPolicy.NEW,
+                max_ack_pending=20_000,
+                ack_wait=30.0,
+            ),
+        )
+        # Events published before the consumer existed come from the store.
+        await self.catch_up_all("subscribed")
+        last_quiet_check = time.monotonic()
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(self.fetch_batch, timeout=self.quiet_s)
+            except TimeoutError:
+                # Quiet: make sure nothing was committed that NATS never brought.
+                await self.catch_up_all("quiet")
+                last_quiet_check = time.monotonic()
+                continue
+            batch = [parsed for parsed in map(_parse, msgs) if parsed is not None]
+            if len(batch) < len(msgs):
+                await self.catch_up_all("bad_message")
+            if batch:
+                await self.handle(batch)
+            await msgs[-1].ack()
+            if time.monotonic() - last_quiet_check > 5.0:
+                # A busy stream is never quiet; still look at the store now and then.
+                await self.catch_up_all("periodic")
+                last_quiet_check = time.monotonic()
+
+
+def _position(event: RecordedEvent | Envelope) -> Position:
+    return event.at
+
+
+def _contiguous(checkpoint: Position, fresh: Sequence[tuple[Envelope, Position]]) -> bool:
+    expected = checkpoint
+    for envelope, prev in fresh:
+        if prev != expected:
+            return False
+        expected = envelope.at
+    return True
+
+
+def _parse(msg: Msg) -> tuple[Envelope, Position] | None:
+    try:
+        envelope = ENVELOPE_DECODER.decode(msg.data)
+        prev = Position.parse((msg.headers or {})[HEADER_PREV])
+        envelope.at  # noqa: B018  # validates the token now rather than mid-apply
+    except (msgspec.DecodeError, KeyError, ValueError) as e:
+        log.warning("undecodable message skipped", subject=msg.subject, error=str(e))
+        return None
+    return envelope, prev
+
+
+async def main(settings: Settings) -> None:
+    """`hubbub projector`: keep every projection up to date until SIGINT/SIGTERM."""
+    assert settings.database_url and settings.nats_url, "the CLI resolves the URLs"
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    pool = make_pool(settings.database_url, min_size=1, max_size=4, name="hubbub-projector")
+    await pool.open()
+    try:
+        await ProjectionRunner(settings, pool).run(stop)
+    except psycopg.OperationalError:
+        log.exception("projector lost PostgreSQL")
+        raise
+    finally:
+        await pool.close()

@@ -1,0 +1,157 @@
+"""The projection runtime: what a projection is, and applying batches effectively once.
+
+A projection is a module with a name, the event types it reads, DDL for its tables, and an
+`apply` function. Its tables live in their own PostgreSQL schema (`rm_<name>`) together
+with its checkpoint, so that rows and checkpoint always change in one transaction, and a
+blue-green rebuild can build a whole fresh schema and swap it in by renaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from events.envelope import ORIGIN, Envelope, Position
+from infra.store import RecordedEvent
+
+NOTIFY_CHANNEL = "hubbub_projection"
+
+
+class Projection(Protocol):
+    """A read model: tables, and how events change them."""
+
+    name: str
+    types: frozenset[str]
+
+    def ddl(self, schema: str) -> list[str]:
+        """CREATE statements for the projection's tables in `schema` (not the checkpoint)."""
+        ...
+
+    async def apply(
+        self, conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
+    ) -> None:
+        """Apply events (only of `types`, in commit-safe order) inside the caller's transaction."""
+        ...
+
+
+def live_schema(name: str) -> str:
+    return f"rm_{name}"
+
+
+def next_schema(name: str) -> str:
+    return f"rm_{name}__next"
+
+
+def old_schema(name: str) -> str:
+    return f"rm_{name}__old"
+
+
+class CheckpointMoved(RuntimeError):
+    """Another process (a second projector, or a rebuild's swap) advanced the checkpoint."""
+
+    def __init__(self, actual: Position) -> None:
+        super().__init__(f"checkpoint is at {actual.token()}")
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of one applied batch."""
+
+    position: Position
+    events: int
+
+
+def envelope_of(event: RecordedEvent | Envelope) -> Envelope:
+    return event if isinstance(event, Envelope) else event.envelope()
+
+
+async def create_schema(
+    conn: psycopg.AsyncConnection[Any], projection: Projection, schema: str
+) -> None:
+    """Create `schema` with the projection's tables and a checkpoint at the origin."""
+    ident = sql.Identifier(schema)
+    await conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+    await conn.execute(
+        sql.SQL(
+            "CREATE TABLE {}.checkpoint (id smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),"
+            " txid xid8 NOT NULL, position bigint NOT NULL,"
+            " updated_at timestamptz NOT NULL DEFAULT now())"
+        ).format(ident)
+    )
+    await conn.execute(
+        sql.SQL("INSERT INTO {}.checkpoint (txid, position) VALUES ('0', 0)").format(ident)
+    )
+    for statement in projection.ddl(schema):
+        await conn.execute(statement)  # type: ignore[arg-type]  # DDL from our own modules
+
+
+async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projection) -> bool:
+    """Create the live schema if it is missing; True when it was created."""
+    async with conn.transaction():
+        # Two processes starting at once must not both create it.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7232))", (projection.name,)
+        )
+        cur = await conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (live_schema(projection.name),)
+        )
+        if await cur.fetchone():
+            return False
+        await create_schema(conn, projection, live_schema(projection.name))
+        return True
+
+
+async def read_checkpoint(
+    conn: psycopg.AsyncConnection[Any], schema: str, *, lock: bool = False
+) -> Position:
+    query = sql.SQL("SELECT txid, position FROM {}.checkpoint WHERE id = 1{}").format(
+        sql.Identifier(schema), sql.SQL(" FOR UPDATE" if lock else "")
+    )
+    cur = await conn.execute(query)
+    row = await cur.fetchone()
+    return Position(row[0], row[1]) if row else ORIGIN
+
+
+async def apply_batch(
+    conn: psycopg.AsyncConnection[Any],
+    projection: Projection,
+    schema: str,
+    expected: Position,
+    events: Sequence[RecordedEvent | Envelope],
+    upto: Position,
+    *,
+    notify: bool = True,
+) -> Applied:
+    """Apply `events` and move the checkpoint from `expected` to `upto`, in one transaction.
+
+    `events` are everything in the log between the two positions (the runner checked
+    there is no gap); those of types the projection does not read are skipped, but the
+    checkpoint still passes them. Raises CheckpointMoved when the checkpoint is not at
+    `expected`: the caller reloads it and decides again.
+    """
+    async with conn.transaction():
+        # Losing this commit in a crash is harmless: rows and checkpoint go together, and
+        # the events are applied again from the store. So no need to wait for the fsync.
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        actual = await read_checkpoint(conn, schema, lock=True)
+        if actual != expected:
+            raise CheckpointMoved(actual)
+        wanted = [envelope_of(e) for e in events if e.type in projection.types]
+        if wanted:
+            await projection.apply(conn, schema, wanted)
+        await conn.execute(
+            sql.SQL(
+                "UPDATE {}.checkpoint SET txid = %s::xid8, position = %s, updated_at = now() WHERE id = 1"
+            ).format(sql.Identifier(schema)),
+            (str(upto.txid), upto.position),
+        )
+        if notify:
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{projection.name}:{upto.token()}")
+            )
+    return Applied(upto, len(events))

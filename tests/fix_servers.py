@@ -1,0 +1,145 @@
+"""Session-wide servers for the tests: real PostgreSQL and NATS.
+
+- HUBBUB_DATABASE_URL / HUBBUB_NATS_URL set: those servers (a fresh database and fresh
+  JetStream stream names are made on them for this run, and removed afterwards).
+- Otherwise, with a Docker engine and HUBBUB_TEST_DOCKER=1: testcontainers.
+- Otherwise: embedded servers from the wheels, in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg_pool import AsyncConnectionPool
+
+from infra.db import make_pool, migrate
+from infra.embedded import ServerProcess, create_database, drop_database, start_nats, start_postgres
+from infra.settings import Settings
+
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where this test run's servers are, and its own names on them."""
+
+    admin_url: str  # the server's maintenance database
+    nats_url: str
+    data_dir: Path
+
+    def database_url(self, name: str) -> str:
+        base, _, _ = self.admin_url.rpartition("/")
+        return f"{base}/{name}"
+
+
+def _admin_url(url: str) -> str:
+    base, _, _ = url.partition("?")[0].rpartition("/")
+    return f"{base}/postgres"
+
+
+@contextlib.contextmanager
+def _servers() -> Iterator[Servers]:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"hubbub-test-{RUN_ID}-"))
+    started: list[ServerProcess] = []
+    try:
+        db_url = os.environ.get("HUBBUB_DATABASE_URL")
+        nats_url = os.environ.get("HUBBUB_NATS_URL")
+        if not db_url:
+            pg = start_postgres(data_dir / "servers", database="postgres")
+            started.append(pg)
+            db_url = pg.url
+        if not nats_url:
+            nats = start_nats(data_dir / "servers")
+            started.append(nats)
+            nats_url = nats.url
+        yield Servers(admin_url=_admin_url(db_url), nats_url=nats_url, data_dir=data_dir)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    with _servers() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def template_db(servers: Servers) -> Iterator[str]:
+    """A migrated database that per-test databases are cloned from."""
+    name = f"hubbub_test_{RUN_ID}_tpl"
+    create_database(servers.admin_url, name)
+    migrate(servers.database_url(name))
+    yield name
+    drop_database(servers.admin_url, name)
+
+
+def _clone(servers: Servers, template: str, name: str) -> str:
+    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return servers.database_url(name)
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: Servers, template_db: str) -> Iterator[str]:
+    """This run's shared database (tests that share it use their own stream ids)."""
+    name = f"hubbub_test_{RUN_ID}"
+    url = _clone(servers, template_db, name)
+    yield url
+    drop_database(servers.admin_url, name)
+
+
+@pytest.fixture
+def fresh_database_url(servers: Servers, template_db: str) -> Iterator[str]:
+    """A database of this test's own, for tests that read the whole log."""
+    name = f"hubbub_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    url = _clone(servers, template_db, name)
+    yield url
+    drop_database(servers.admin_url, name)
+
+
+def make_settings(servers: Servers, database_url: str, tmp_path: Path) -> Settings:
+    """Settings for processes of this test: its database, its own JetStream names."""
+    tag = uuid.uuid4().hex[:8]
+    return replace(
+        Settings.from_env(),
+        database_url=database_url,
+        nats_url=servers.nats_url,
+        data_dir=tmp_path,
+        nats_stream=f"HUBBUB_T{RUN_ID}_{tag}".upper(),
+        subject_prefix=f"t{RUN_ID}{tag}.",
+        jwt_secret="test-secret-" + RUN_ID,
+    )
+
+
+@pytest.fixture
+def settings(servers: Servers, fresh_database_url: str, tmp_path: Path) -> Settings:
+    """Settings on a fresh database with fresh stream names."""
+    return make_settings(servers, fresh_database_url, tmp_path)
+
+
+@pytest_asyncio.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    p = make_pool(fresh_database_url, min_size=2, max_size=20)
+    await p.open()
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def shared_pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    p = make_pool(database_url, min_size=2, max_size=20)
+    await p.open()
+    yield p
+    await p.close()
