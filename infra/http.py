@@ -1,0 +1,209 @@
+"""What every Hubbub HTTP service shares: problem+json errors, health, metrics, request
+context (correlation id, traceparent) and the limits on request bodies."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+MAX_BODY_BYTES = 1_048_576
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+REQUEST_SECONDS = Histogram(
+    "hubbub_http_request_seconds",
+    "HTTP request latency",
+    ["service", "method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+class Problem(Exception):
+    """An error the client should see as RFC 9457 problem+json with a stable code."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: Sequence[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title or code.replace("_", " ").capitalize()
+        self.errors = list(errors) if errors else None
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(p: Problem) -> Response[dict[str, Any]]:
+    """The problem+json response for `p`."""
+    body: dict[str, Any] = {
+        "type": f"https://hubbub.dev/problems/{p.code}",
+        "title": p.title,
+        "status": p.status,
+        "detail": p.detail,
+        "code": p.code,
+        **p.extra,
+    }
+    if p.errors is not None:
+        body["errors"] = p.errors
+    return Response(body, status_code=p.status, media_type=PROBLEM_JSON, headers=p.headers)
+
+
+def _on_problem(_: Request[Any, Any, Any], exc: Problem) -> Response[dict[str, Any]]:
+    return problem_response(exc)
+
+
+def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            errors.append(
+                {"field": str(item.get("key", "")), "message": str(item.get("message", ""))}
+            )
+    detail = "the request is not valid" if errors else str(exc.detail)
+    if not errors and "JSON" in str(exc.detail):
+        return problem_response(Problem(400, "malformed_json", "the body is not valid JSON"))
+    return problem_response(Problem(400, "validation_failed", detail, errors=errors))
+
+
+def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    code = _STATUS_CODES.get(status, "error" if status >= 500 else "bad_request")
+    detail = str(exc.detail)
+    if isinstance(exc.__cause__, SerializationException):
+        code, detail = "malformed_json", f"the body is not valid JSON: {detail}"
+    if status == 413:
+        detail = f"the body is larger than {MAX_BODY_BYTES} bytes"
+    return problem_response(Problem(status, code, detail, headers=dict(exc.headers or {})))
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error", path=request.url.path, error=repr(exc))
+    return problem_response(Problem(500, "internal_error", "something went wrong on our side"))
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[Any]]] = {
+    Problem: _on_problem,
+    ValidationException: _on_validation,
+    HTTPException: _on_http,
+    Exception: _on_unexpected,
+}
+
+
+class RequestContext(ASGIMiddleware):
+    """Binds a correlation id and traceparent to the request's logs, and times it."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
+        correlation = headers.get("x-correlation-id", "")
+        if not _CORRELATION.match(correlation):
+            correlation = str(uuid.uuid4())
+        traceparent = headers.get("traceparent", "")
+        state = scope.setdefault("state", {})
+        state["correlation_id"] = correlation
+        state["traceparent"] = traceparent if _TRACEPARENT.match(traceparent) else None
+        status = 500
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-correlation-id", correlation.encode()),
+                ]
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(correlation_id=correlation)
+        started = time.perf_counter()
+        try:
+            await next_app(scope, receive, send_wrapper)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id")
+            route = scope.get("path_template") or "unmatched"
+            REQUEST_SECONDS.labels(
+                self.service, scope.get("method", ""), route, str(status)
+            ).observe(time.perf_counter() - started)
+
+
+def correlation_of(request: Request[Any, Any, Any]) -> tuple[str, str | None]:
+    """The request's correlation id and its W3C traceparent, if it sent a valid one."""
+    state = request.scope.get("state", {})
+    return state.get("correlation_id") or str(uuid.uuid4()), state.get("traceparent")
+
+
+Check = Callable[[], Awaitable[None]]
+
+
+def health_handlers(checks: Callable[[Litestar], dict[str, Check]]) -> list[Any]:
+    """GET /health/live, /health/ready (runs every check) and /metrics."""
+
+    @get("/health/live", include_in_schema=False, sync_to_thread=False)
+    def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/health/ready", include_in_schema=False)
+    async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        results: dict[str, str] = {}
+        for name, check in checks(request.app).items():
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as e:  # a readiness probe reports, never raises
+                results[name] = f"failing: {type(e).__name__}"
+        ok = all(v == "ok" for v in results.values())
+        return Response(
+            {"status": "ok" if ok else "unavailable", "checks": results},
+            status_code=200 if ok else 503,
+        )
+
+    @get("/metrics", include_in_schema=False, sync_to_thread=False)
+    def metrics() -> Response[bytes]:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return [live, ready, metrics]
+
+
+__all__ = ["MAX_BODY_BYTES", "MediaType", "Problem"]

@@ -1,0 +1,68 @@
+"""The read API: queries over read models only (CONTRACT.md, Read API)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from infra import http
+from infra.db import make_pool
+from infra.nats import connect
+from infra.settings import Settings
+from projections.registry import ALL
+from read_api import users
+from read_api.freshness import Freshness
+from read_api.services import Services, services
+
+
+def _checks(app: Litestar) -> dict[str, http.Check]:
+    s = Services.of(app)
+
+    async def postgres() -> None:
+        async with s.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+
+    async def nats() -> None:
+        if s.nats is None or not s.nats.is_connected:
+            raise ConnectionError("nats is not connected")
+
+    return {"postgres": postgres, "nats": nats}
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The read API application (uvicorn factory)."""
+    settings = settings or Settings.from_env()
+    assert settings.database_url, "set HUBBUB_DATABASE_URL (the CLI does it for embedded servers)"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        assert settings.database_url
+        pool = make_pool(settings.database_url, min_size=2, max_size=16, name="hubbub-read-api")
+        await pool.open()
+        freshness = Freshness(settings.database_url, pool, [p.name for p in ALL])
+        await freshness.start()
+        app.state.services = Services(settings, pool, freshness)
+        if settings.nats_url:
+            with contextlib.suppress(Exception):  # readiness reports it
+                app.state.services.nats = await connect(settings.nats_url, name="hubbub-read-api")
+        try:
+            yield
+        finally:
+            if app.state.services.nats is not None:
+                await app.state.services.nats.close()
+            await freshness.close()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[users.get_user, *http.health_handlers(_checks)],
+        dependencies={"services": Provide(services, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers=dict(http.EXCEPTION_HANDLERS),
+        middleware=[http.RequestContext("read-api")],
+        request_max_body_size=http.MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(title="Hubbub read API", version="1.0.0", path="/schema"),
+    )

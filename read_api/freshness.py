@@ -1,0 +1,110 @@
+"""Read-your-writes: knowing how far each projection has got, and waiting for it.
+
+The projector NOTIFYs `hubbub_projection` with `name:token` after each batch commits; one
+listening connection per process keeps the positions, and waiters wake on every change.
+Notifications are a hint: waiters also re-read the checkpoints now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from events.envelope import ORIGIN, Position
+from infra.db import configure
+from projections.runtime import NOTIFY_CHANNEL, live_schema
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_WAIT_S = 2.0
+MAX_WAIT_MS = 10_000
+_POLL_S = 0.05
+
+
+class Freshness:
+    """The applied position of each projection, kept current by LISTEN."""
+
+    def __init__(self, url: str, pool: AsyncConnectionPool, names: Iterable[str]) -> None:
+        self.url = url
+        self.pool = pool
+        self.names = list(names)
+        self.positions: dict[str, Position] = dict.fromkeys(self.names, ORIGIN)
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._listen())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _advance(self, name: str, position: Position) -> None:
+        if position > self.positions.get(name, ORIGIN):
+            self.positions[name] = position
+            self._changed.set()
+
+    async def refresh(self) -> None:
+        """Read every checkpoint from the database."""
+        async with self.pool.connection() as conn:
+            for name in self.names:
+                try:
+                    cur = await conn.execute(
+                        sql.SQL("SELECT txid, position FROM {}.checkpoint WHERE id = 1").format(
+                            sql.Identifier(live_schema(name))
+                        )
+                    )
+                except psycopg.errors.UndefinedTable:
+                    continue  # not created yet: the projector makes it at start
+                row = await cur.fetchone()
+                if row:
+                    self._advance(name, Position(row[0], row[1]))
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, application_name="hubbub-read-freshness"
+                ) as conn:
+                    configure(conn)
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    await self.refresh()  # whatever happened while we were not listening
+                    backoff = 0.1
+                    async for note in conn.notifies():
+                        name, _, token = note.payload.partition(":")
+                        with contextlib.suppress(ValueError):
+                            self._advance(name, Position.parse(token))
+            except psycopg.Error as e:
+                log.warning("freshness listener lost its connection", error=str(e))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def position_of(self, names: Iterable[str]) -> Position:
+        """How far all of `names` have got: the least of their positions."""
+        return min((self.positions.get(n, ORIGIN) for n in names), default=ORIGIN)
+
+    async def wait(self, names: list[str], at_least: Position, wait_s: float) -> bool:
+        """Wait until every projection in `names` has applied `at_least`; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while self.position_of(names) < at_least:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await self.refresh()
+                return self.position_of(names) >= at_least
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, _POLL_S * 4))
+            except TimeoutError:
+                await self.refresh()
+        return True

@@ -1,0 +1,31 @@
+"""The read API's collaborators, built once per process by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Litestar, Request
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from infra.settings import Settings
+from read_api.freshness import Freshness
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: AsyncConnectionPool
+    freshness: Freshness
+    nats: NATS | None = None
+
+    @classmethod
+    def of(cls, app: Litestar) -> Services:
+        services: Services = app.state.services
+        return services
+
+
+def services(request: Request[Any, Any, Any]) -> Services:
+    """Dependency: the process's Services."""
+    return Services.of(request.app)

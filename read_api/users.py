@@ -1,0 +1,37 @@
+"""User profiles from the users read model."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from infra.http import Problem
+from read_api.consistency import fresh_enough
+from read_api.services import Services
+
+
+@get("/v1/users/{user_id:str}", tags=["users"], summary="A user's public profile")
+async def get_user(
+    request: Request[Any, Any, Any], user_id: FromPath[str], services: NamedDependency[Services]
+) -> Response[dict[str, Any]]:
+    """The public profile: id, username, display name, registration time."""
+    headers = await fresh_enough(request, services, ["users"])
+    try:
+        uid = uuid.UUID(user_id)
+    except ValueError:
+        raise Problem(404, "user_not_found", "no such user") from None
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT user_id, username, display_name, registered_at FROM rm_users.users WHERE user_id = %s",
+            (uid,),
+            prepare=True,
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, "user_not_found", "no such user", headers=headers)
+    body = {"id": str(row[0]), "username": row[1], "display_name": row[2], "registered_at": row[3]}
+    return Response(body, headers=headers)

@@ -1,0 +1,90 @@
+"""A whole Hubbub in the test's event loop: the write and read APIs served by uvicorn on
+free ports (real HTTP), the relay and the projector as tasks, over real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest_asyncio
+import uvicorn
+
+from infra.db import make_pool
+from infra.relay import Relay, connect_jetstream
+from infra.settings import Settings
+from projections.runner import ProjectionRunner
+from read_api.app import create_app as read_app
+from write_api.app import create_app as write_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    write: httpx.AsyncClient
+    read: httpx.AsyncClient
+    runner: ProjectionRunner
+
+
+@contextlib.asynccontextmanager
+async def serve(app: object) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    )  # type: ignore[arg-type]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def running_stack(settings: Settings, *, relay: bool = True) -> AsyncIterator[Stack]:
+    assert settings.database_url
+    stop = asyncio.Event()
+    pool = make_pool(settings.database_url, min_size=1, max_size=8, name="test-workers")
+    await pool.open()
+    runner = ProjectionRunner(settings, pool, quiet_s=0.2)
+    tasks = [asyncio.create_task(runner.run(stop))]
+    nc = await connect_jetstream(settings, stop) if relay else None
+    if nc is not None:
+        tasks.append(asyncio.create_task(Relay(settings, pool, nc.jetstream()).run(stop)))
+    await asyncio.wait_for(runner.ready.wait(), 30)
+    try:
+        async with (
+            serve(write_app(settings)) as write_url,
+            serve(read_app(settings)) as read_url,
+            httpx.AsyncClient(base_url=write_url, timeout=15) as write,
+            httpx.AsyncClient(base_url=read_url, timeout=15) as read,
+        ):
+            yield Stack(settings, write, read, runner)
+    finally:
+        stop.set()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(t, 10)
+        if nc is not None:
+            await nc.close()
+        await pool.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with running_stack(settings) as s:
+        yield s

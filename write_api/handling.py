@@ -1,0 +1,172 @@
+"""Running a command: idempotency, load -> decide -> append, retries on version conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from uuid_utils.compat import uuid7
+
+from events.envelope import Metadata, Position
+from events.registry import decode, encode
+from infra.http import Problem
+from infra.store import ConcurrencyError, EventStore, Idempotency, NewEvent, StreamAppend
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+MAX_ATTEMPTS = 8
+_ENCODER = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a command decided: the appends to make and the response to give (and replay)."""
+
+    appends: Sequence[StreamAppend]
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: dict[str, Any]
+    position: Position
+    replayed: bool = False
+
+    def body(self) -> dict[str, Any]:
+        return {**self.response, "position": self.position.token()}
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    """An Idempotency-Key and the fingerprint of the request that came with it."""
+
+    scope: str
+    key: str
+    fingerprint: bytes
+
+    @classmethod
+    def of(
+        cls, secret: str, scope: str, key: str, method: str, path: str, body: Any
+    ) -> IdempotentRequest:
+        """Fingerprint with an HMAC: bodies may hold passwords, and the table must not help
+        anyone guess them."""
+        material = b"\0".join([method.encode(), path.encode(), _ENCODER.encode(body)])
+        return cls(scope, key, hmac.new(secret.encode(), material, hashlib.sha256).digest())
+
+
+def idempotency_key(raw: str | None) -> str | None:
+    """Validate an Idempotency-Key header (1..128 visible ASCII characters)."""
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= 128 or not raw.isascii() or not raw.isprintable():
+        raise Problem(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1..128 visible ASCII characters",
+        )
+    return raw
+
+
+def metadata(
+    actor_id: str | None,
+    correlation_id: str,
+    traceparent: str | None,
+    idem: IdempotentRequest | None,
+) -> bytes:
+    """The metadata every event of one command carries."""
+    return _ENCODER.encode(
+        Metadata(
+            actor_id=actor_id,
+            correlation_id=correlation_id,
+            causation_id=correlation_id,
+            traceparent=traceparent,
+            idempotency_key=idem.key if idem else None,
+        )
+    )
+
+
+def new_events(events: Sequence[msgspec.Struct], meta: bytes) -> list[NewEvent]:
+    """Domain events, encoded for the store with fresh UUIDv7 ids."""
+    out = []
+    for event in events:
+        type_name, schema_version, data = encode(event)
+        out.append(
+            NewEvent(
+                event_id=uuid7(),
+                type=type_name,
+                data=data,
+                metadata=meta,
+                schema_version=schema_version,
+            )
+        )
+    return out
+
+
+async def load(
+    store: EventStore, stream_id: str, initial: S, evolve: Callable[[S, Any], S]
+) -> tuple[S, int]:
+    """Fold a stream into state; returns the state and the stream's version."""
+    state = initial
+    events = await store.read_stream(stream_id)
+    for recorded in events:
+        state = evolve(state, decode(recorded.type, recorded.schema_version, recorded.data))
+    return state, len(events)
+
+
+def _replay(
+    stored_hash: bytes | None,
+    stored_response: bytes | None,
+    position: Position,
+    idem: IdempotentRequest,
+) -> Outcome:
+    if stored_hash is None or not hmac.compare_digest(stored_hash, idem.fingerprint):
+        raise Problem(
+            422, "idempotency_key_reused", "this Idempotency-Key was used with a different request"
+        )
+    return Outcome(msgspec.json.decode(stored_response or b"{}"), position, replayed=True)
+
+
+async def execute(
+    store: EventStore, attempt: Callable[[], Awaitable[Decision]], idem: IdempotentRequest | None
+) -> Outcome:
+    """Run `attempt` (load, decide) and append its decision, at most once per idempotency key.
+
+    A version conflict means someone else wrote first: decide again on the new state, a
+    bounded number of times with jittered backoff.
+    """
+    for n in range(MAX_ATTEMPTS):
+        if idem is not None:
+            stored = await store.find_idempotent(idem.scope, idem.key)
+            if stored is not None:
+                return _replay(stored.stored_hash, stored.stored_response, stored.position, idem)
+        decision = await attempt()
+        record = (
+            Idempotency(
+                scope=idem.scope, key=idem.key, request_hash=idem.fingerprint,
+                response=_ENCODER.encode(decision.response),
+            )
+            if idem is not None
+            else None
+        )  # fmt: skip
+        try:
+            result = await store.append(decision.appends, idempotency=record)
+        except ConcurrencyError:
+            await asyncio.sleep(random.uniform(0, 0.002 * 2**n))
+            continue
+        if result.duplicate:
+            assert idem is not None
+            return _replay(result.stored_hash, result.stored_response, result.position, idem)
+        return Outcome(decision.response, result.position)
+    raise Problem(
+        409,
+        "too_much_contention",
+        "the resource is too busy; try again",
+        headers={"Retry-After": "1"},
+    )

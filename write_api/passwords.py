@@ -1,0 +1,56 @@
+"""Password hashing with argon2id, off the event loop and bounded.
+
+Each hash takes tens of milliseconds and 64 MiB; a burst of requests must not run them all
+at once, so at most `concurrency` run at a time and the rest queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from prometheus_client import Gauge
+
+ARGON2_QUEUE = Gauge("hubbub_argon2_waiting", "Password hashes waiting for a slot")
+ARGON2_ACTIVE = Gauge("hubbub_argon2_active", "Password hashes running")
+
+
+class Passwords:
+    """argon2id hashing and verification on a small thread pool."""
+
+    def __init__(self, *, concurrency: int = 2, hasher: PasswordHasher | None = None) -> None:
+        self.hasher = hasher or PasswordHasher(type=Type.ID)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="argon2")
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        ARGON2_QUEUE.inc()
+        async with self._slots:
+            ARGON2_QUEUE.dec()
+            ARGON2_ACTIVE.inc()
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            finally:
+                ARGON2_ACTIVE.dec()
+
+    async def hash(self, password: str) -> str:
+        """A new argon2id hash of `password`."""
+        result: str = await self._run(self.hasher.hash, password)
+        return result
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """True when `password` matches; False for a wrong password or an unusable hash."""
+
+        def check() -> bool:
+            try:
+                return self.hasher.verify(password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        result: bool = await self._run(check)
+        return result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
