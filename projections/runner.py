@@ -200,6 +200,8 @@ class ProjectionRunner:
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=self.quiet_s)
             except TimeoutError:
+                msgs = []
+            if not msgs:
                 # Quiet: make sure nothing was committed that NATS never brought.
                 await self.catch_up_all("quiet")
                 last_quiet_check = time.monotonic()

@@ -64,5 +64,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=dict(http.EXCEPTION_HANDLERS),
         middleware=[http.RequestContext("read-api")],
         request_max_body_size=http.MAX_BODY_BYTES,
+        logging_config=None,  # infra.logging configures the process
         openapi_config=OpenAPIConfig(title="Hubbub read API", version="1.0.0", path="/schema"),
     )

@@ -69,5 +69,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=handlers,
         middleware=[http.RequestContext("write-api")],
         request_max_body_size=http.MAX_BODY_BYTES,
+        logging_config=None,  # infra.logging configures the process
         openapi_config=OpenAPIConfig(title="Hubbub write API", version="1.0.0", path="/schema"),
     )

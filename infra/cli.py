@@ -1,0 +1,274 @@
+"""`hubbub`: the command line, and the bootstrap of every process it starts.
+
+Each command reads the settings, configures logging and then imports only what its part
+needs, so `hubbub migrate` does not pay for the web stack and a half-written part cannot
+break the others' commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.embedded import EmbeddedError
+from infra.logging import configure_logging
+from infra.settings import Settings
+from infra.supervisor import (
+    EXIT_CONFIG_ERROR,
+    Child,
+    serve_all,
+    start_embedded,
+    stop_servers,
+    url_env,
+)
+
+EXIT_FAILURE = 1
+
+app = typer.Typer(
+    name="hubbub",
+    help="Hubbub: event-sourced chat and live auctions.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals in a traceback may hold the JWT secret or database passwords.
+    pretty_exceptions_show_locals=False,
+)
+projections_app = typer.Typer(help="Inspect and rebuild read models.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+console = Console()
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    """Print one line on stderr and leave with `code`: no traceback for expected errors."""
+    typer.secho(f"hubbub: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def load_settings(service: str) -> Settings:
+    """The settings from the environment, with logging configured for `service`."""
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings, service=service)
+    except ValueError as e:
+        fail(str(e), EXIT_CONFIG_ERROR)
+    return settings
+
+
+def resolve_urls(settings: Settings) -> Settings:
+    """Settings with both URLs set, using (or starting) embedded servers for unset ones.
+
+    Servers this process starts are stopped when it exits. The URLs are also exported, so
+    code that reads the environment itself (the uvicorn app factories) finds the same ones.
+    """
+    try:
+        resolved, servers = start_embedded(settings)
+    except EmbeddedError as e:
+        fail(str(e))
+    if any(server.process is not None for server in servers):  # started here, not reused
+        atexit.register(stop_servers, servers)
+        # SIGTERM's default action ends the process on the spot, skipping atexit. Unwind
+        # instead: uvicorn, for one, re-raises the SIGTERM it handled once it has shut down.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    os.environ.update(url_env(resolved))
+    return resolved
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def reporting_database_errors() -> Iterator[None]:
+    """Turn "cannot reach PostgreSQL" into one line instead of a page of traceback."""
+    import psycopg
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as e:
+        # sqlalchemy wraps psycopg's error and appends its own help link on later lines.
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        fail(f"cannot use PostgreSQL: {reason}")
+
+
+def redact(url: str | None) -> str:
+    """A URL fit for the screen: any password replaced by ***."""
+    if url is None:
+        return "-"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _part(name: str) -> Child:
+    # `python -m infra.cli` rather than the `hubbub` script: works without the script on
+    # PATH and always runs the interpreter (and venv) of the supervisor.
+    return Child(name, [sys.executable, "-m", "infra.cli", name])
+
+
+def _banner(settings: Settings) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_row("write API", f"http://{settings.host}:{settings.write_api_port}")
+    table.add_row("read API", f"http://{settings.host}:{settings.read_api_port}")
+    table.add_row("PostgreSQL", redact(settings.database_url))
+    table.add_row("NATS", redact(settings.nats_url))
+    console.print("[bold]Hubbub[/] is starting. Ctrl-C stops everything.")
+    console.print(table)
+
+
+@app.command()
+def run() -> None:
+    """Start everything: servers (embedded unless URLs are set), migrations, every part."""
+    settings = load_settings("supervisor")
+    children = [_part(name) for name in ("write-api", "read-api", "relay", "projector")]
+    try:
+        with reporting_database_errors():
+            code = serve_all(settings, children, on_ready=_banner)
+    except EmbeddedError as e:
+        fail(str(e))
+    raise typer.Exit(code)
+
+
+def _serve_http(factory: str, settings: Settings, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=settings.host,
+        port=port,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        log_config=None,  # keep ours: uvicorn's records go through the structlog renderer
+        access_log=False,  # request logging is the apps' job: they know the correlation id
+        server_header=False,
+        # Finish within the supervisor's 10 s grace period, however long a client waits.
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command("write-api")
+def write_api() -> None:
+    """Serve the write API (commands)."""
+    settings = resolve_urls(load_settings("write-api"))
+    _serve_http("write_api.app:create_app", settings, settings.write_api_port)
+
+
+@app.command("read-api")
+def read_api() -> None:
+    """Serve the read API (queries over the read models)."""
+    settings = resolve_urls(load_settings("read-api"))
+    _serve_http("read_api.app:create_app", settings, settings.read_api_port)
+
+
+@app.command()
+def relay() -> None:
+    """Publish stored events on NATS JetStream, in order."""
+    settings = resolve_urls(load_settings("relay"))
+    from infra.relay import main as relay_main
+
+    asyncio.run(relay_main(settings))
+
+
+@app.command()
+def projector() -> None:
+    """Keep the read models up to date from JetStream."""
+    settings = resolve_urls(load_settings("projector"))
+    from projections.runner import main as projector_main
+
+    asyncio.run(projector_main(settings))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schemas up to date."""
+    settings = resolve_urls(load_settings("migrate"))
+    from infra.db import migrate as upgrade
+
+    assert settings.database_url is not None  # resolve_urls fills it in
+    with reporting_database_errors():
+        upgrade(settings.database_url)
+    console.print("[green]migrations applied[/]")
+
+
+def _lag_seconds(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}"
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Show every projection's position and lag behind the event store."""
+    settings = resolve_urls(load_settings("projections"))
+    from projections.ops import status
+
+    with reporting_database_errors():
+        rows: Sequence[Any] = asyncio.run(status(settings))
+    table = Table("projection", "position", "head", "lag (events)", "lag (s)", "status")
+    for row in rows:
+        table.add_row(
+            row.name,
+            str(row.position),
+            str(row.head_position),
+            str(row.lag_events),
+            _lag_seconds(row.lag_seconds),
+            str(row.status),
+        )
+    console.print(table)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="The projection to rebuild from the first event.")],
+) -> None:
+    """Rebuild one projection from scratch, showing progress."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    settings = resolve_urls(load_settings("projections"))
+    from projections.ops import rebuild
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    try:
+        with reporting_database_errors(), progress:
+            asyncio.run(rebuild(settings, name, progress))
+    except KeyError:
+        fail(f"unknown projection {name!r}", EXIT_CONFIG_ERROR)
+    console.print(f"[green]{name} rebuilt[/]")
+
+
+def main() -> None:
+    """The `hubbub` console script."""
+    app(prog_name="hubbub")
+
+
+if __name__ == "__main__":
+    main()
