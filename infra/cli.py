@@ -102,6 +102,8 @@ def reporting_database_errors() -> Iterator[None]:
         # sqlalchemy wraps psycopg's error and appends its own help link on later lines.
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         fail(f"cannot use PostgreSQL: {reason}")
+    except psycopg.errors.UndefinedTable as e:
+        fail(f"the database is not migrated ({str(e).splitlines()[0]}): run `hubbub migrate`")
 
 
 def redact(url: str | None) -> str:
@@ -217,15 +219,17 @@ def projections_status() -> None:
 
     with reporting_database_errors():
         rows: Sequence[Any] = asyncio.run(status(settings))
-    table = Table("projection", "position", "head", "lag (events)", "lag (s)", "status")
+    table = Table("projection", "lag (events)", "lag (s)", "status", "position", "head")
+    for column in table.columns[4:]:
+        column.overflow = "fold"  # tokens are 32 characters; show them whole
     for row in rows:
         table.add_row(
             row.name,
-            str(row.position),
-            str(row.head_position),
             str(row.lag_events),
             _lag_seconds(row.lag_seconds),
             str(row.status),
+            str(row.position),
+            str(row.head_position),
         )
     console.print(table)
 
@@ -246,7 +250,7 @@ def projections_rebuild(
     )
 
     settings = resolve_urls(load_settings("projections"))
-    from projections.ops import rebuild
+    from projections.ops import RebuildBusy, rebuild
 
     progress = Progress(
         SpinnerColumn(),
@@ -259,10 +263,15 @@ def projections_rebuild(
     )
     try:
         with reporting_database_errors(), progress:
-            asyncio.run(rebuild(settings, name, progress))
+            result = asyncio.run(rebuild(settings, name, progress))
     except KeyError:
         fail(f"unknown projection {name!r}", EXIT_CONFIG_ERROR)
-    console.print(f"[green]{name} rebuilt[/]")
+    except RebuildBusy as e:
+        fail(str(e))
+    console.print(
+        f"[green]{name} rebuilt[/]: {result.events} events in {result.seconds:.1f} s"
+        f" ({result.rate:,.0f} events/s){', resumed' if result.resumed else ''}"
+    )
 
 
 def main() -> None:

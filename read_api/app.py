@@ -14,6 +14,7 @@ from infra.db import make_pool
 from infra.nats import connect
 from infra.settings import Settings
 from projections.registry import ALL
+from projections.runtime import ensure_schema
 from read_api import users
 from read_api.freshness import Freshness
 from read_api.services import Services, services
@@ -43,6 +44,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         assert settings.database_url
         pool = make_pool(settings.database_url, min_size=2, max_size=16, name="hubbub-read-api")
         await pool.open()
+        async with pool.connection() as conn:  # the projector creates them too; whoever is first
+            for projection in ALL:
+                await ensure_schema(conn, projection)
         freshness = Freshness(settings.database_url, pool, [p.name for p in ALL])
         await freshness.start()
         app.state.services = Services(settings, pool, freshness)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -44,7 +42,7 @@ def isolated_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def unreachable_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """URLs set, so no command starts embedded servers (nothing listens there either)."""
     monkeypatch.setenv("HUBBUB_DATABASE_URL", "postgresql://hubbub:s3cret@127.0.0.1:1/hubbub")
     monkeypatch.setenv("HUBBUB_NATS_URL", "nats://127.0.0.1:1")
@@ -82,7 +80,7 @@ def test_a_bad_log_level_is_one_line_and_exit_code_2() -> None:
     assert "HUBBUB_LOG_LEVEL" in result.stderr
 
 
-@pytest.mark.usefixtures("servers")
+@pytest.mark.usefixtures("unreachable_urls")
 def test_run_supervises_every_part_and_shows_where_they_are(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -116,40 +114,6 @@ class _Row:
     lag_events: int
     lag_seconds: float | None
     status: str
-
-
-def _fake_ops(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """A hand-written stand-in for projections.ops, whose real one needs PostgreSQL."""
-    ops = types.ModuleType("projections.ops")
-
-    async def status(settings: Settings) -> list[_Row]:
-        return [_Row("users", "0/5", "0/9", 4, 1.25, "catching_up")]
-
-    async def rebuild(settings: Settings, name: str, progress: Any) -> None:
-        raise KeyError(name)
-
-    ops.status = status  # type: ignore[attr-defined]
-    ops.rebuild = rebuild  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "projections.ops", ops)
-    return ops
-
-
-@pytest.mark.usefixtures("servers")
-def test_projection_status_is_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_ops(monkeypatch)
-    result = runner.invoke(cli.app, ["projections", "status"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
-    [row] = [line for line in result.stdout.splitlines() if "users" in line]
-    for cell in ("0/5", "0/9", "4", "1.2", "catching_up"):
-        assert cell in row
-
-
-@pytest.mark.usefixtures("servers")
-def test_rebuilding_an_unknown_projection_is_exit_code_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_ops(monkeypatch)
-    result = runner.invoke(cli.app, ["projections", "rebuild", "nope"])
-    assert result.exit_code == 2
-    assert result.stderr.splitlines() == ["hubbub: unknown projection 'nope'"]
 
 
 def test_redact_hides_only_the_password() -> None:
