@@ -34,9 +34,9 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be prepared or started."""
 
 
-def _free_port(base: int, avoid: set[int] = frozenset()) -> int:  # type: ignore[assignment]
+def _free_port(base: int, avoid: set[int] | None = None) -> int:
     for port in range(base, base + 500):
-        if port in avoid:
+        if avoid and port in avoid:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
@@ -220,19 +220,29 @@ def start_postgres(data_dir: Path, *, database: str = "hubbub") -> ServerProcess
     stale = pgdata / "postmaster.pid"
     if stale.exists():
         stale.unlink()  # a previous server died without cleaning up; we know it is not running
-    port = _free_port(PG_PORT_BASE)
-    with open(logfile, "ab") as out:
-        if ids is not None:
-            os.chown(logfile, *ids)
-        proc = subprocess.Popen(
-            [str(_pg_bin() / "postgres"), "-D", str(pgdata), "-p", str(port),
-             "-h", "127.0.0.1", "-k", str(pgdata),
-             "-c", "max_connections=300", "-c", "shared_buffers=256MB",
-             "-c", "fsync=on", "-c", "synchronous_commit=on",
-             "-c", "max_wal_size=4GB", "-c", "wal_buffers=16MB"],
-            stdout=out, stderr=out, preexec_fn=_demote(ids), start_new_session=True,
-        )  # fmt: skip
-    _wait_port(port, proc, "postgres", logfile)
+    # Another process may take the port we found free before our server binds it: then
+    # the server exits at once, and we try the next one.
+    avoid: set[int] = set()
+    for attempt in range(5):
+        port = _free_port(PG_PORT_BASE, avoid)
+        with open(logfile, "ab") as out:
+            if ids is not None:
+                os.chown(logfile, *ids)
+            proc = subprocess.Popen(
+                [str(_pg_bin() / "postgres"), "-D", str(pgdata), "-p", str(port),
+                 "-h", "127.0.0.1", "-k", str(pgdata),
+                 "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+                 "-c", "fsync=on", "-c", "synchronous_commit=on",
+                 "-c", "max_wal_size=4GB", "-c", "wal_buffers=16MB"],
+                stdout=out, stderr=out, preexec_fn=_demote(ids), start_new_session=True,
+            )  # fmt: skip
+        try:
+            _wait_port(port, proc, "postgres", logfile)
+            break
+        except EmbeddedError:
+            if attempt == 4 or proc.poll() is None:
+                raise
+            avoid.add(port)
     url = f"postgresql://postgres@127.0.0.1:{port}/{database}"
     _wait_ready(f"postgresql://postgres@127.0.0.1:{port}/postgres", proc, logfile)
     create_database(f"postgresql://postgres@127.0.0.1:{port}/postgres", database)
@@ -281,8 +291,9 @@ def drop_database(admin_url: str, name: str) -> None:
         )
 
 
-def start_nats(data_dir: Path) -> ServerProcess:
-    """Start an embedded NATS server with JetStream under data_dir/nats."""
+def start_nats(data_dir: Path, *, port: int | None = None) -> ServerProcess:
+    """Start an embedded NATS server with JetStream under data_dir/nats (on `port`, when
+    given: a restart keeps its address)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(data_dir)
     if _running(state.get("nats")):
@@ -291,15 +302,24 @@ def start_nats(data_dir: Path) -> ServerProcess:
     store = data_dir / "nats"
     store.mkdir(exist_ok=True)
     logfile = data_dir / "nats.log"
-    port = _free_port(NATS_PORT_BASE)
     config = data_dir / "nats.conf"
     config.write_text(f"max_payload: 8MB\njetstream {{ store_dir: {json.dumps(str(store))} }}\n")
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen(
-            [str(_nats_bin()), "-a", "127.0.0.1", "-p", str(port), "-c", str(config)],
-            stdout=out, stderr=out, start_new_session=True,
-        )  # fmt: skip
-    _wait_port(port, proc, "nats", logfile)
+    avoid: set[int] = set()
+    for attempt in range(5):
+        chosen = port or _free_port(NATS_PORT_BASE, avoid)
+        with open(logfile, "ab") as out:
+            proc = subprocess.Popen(
+                [str(_nats_bin()), "-a", "127.0.0.1", "-p", str(chosen), "-c", str(config)],
+                stdout=out, stderr=out, start_new_session=True,
+            )  # fmt: skip
+        try:
+            _wait_port(chosen, proc, "nats", logfile)
+            break
+        except EmbeddedError:
+            if attempt == 4 or port is not None or proc.poll() is None:
+                raise
+            avoid.add(chosen)  # taken between our check and the server's bind
+    port = chosen
     url = f"nats://127.0.0.1:{port}"
     state["nats"] = {"pid": proc.pid, "port": port, "url": url}
     _write_state(data_dir, state)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -20,8 +21,12 @@ log = structlog.get_logger(__name__)
 DUPLICATE_WINDOW_S = 300.0
 
 
-async def connect(url: str, *, name: str, **options: Any) -> NATS:
-    """Connect, reconnecting forever: NATS is the fast road, and its absence is survivable."""
+async def connect(url: str, *, name: str, initial_timeout: float = 5.0, **options: Any) -> NATS:
+    """Connect, then reconnect forever: NATS is the fast road, and its absence is survivable.
+
+    The first connection has a deadline (TimeoutError): nats-py would otherwise retry a
+    server that is down for ever, and the caller could not fall back on PostgreSQL.
+    """
 
     async def on_error(e: Exception) -> None:
         log.warning("nats error", error=str(e))
@@ -32,17 +37,27 @@ async def connect(url: str, *, name: str, **options: Any) -> NATS:
     async def on_reconnected() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
-        url,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=2,
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
-        **options,
-    )
+    nc = NATS()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                **options,
+            ),
+            initial_timeout,
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    return nc
 
 
 def stream_config(settings: Settings) -> StreamConfig:

@@ -278,4 +278,5 @@ async def main(settings: Settings) -> None:
         await Relay(settings, pool, nc.jetstream()).run(stop)
     finally:
         await pool.close()
-        await nc.drain()
+        with contextlib.suppress(Exception):  # NATS may be away: nothing left to flush then
+            await nc.drain()

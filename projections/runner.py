@@ -75,6 +75,9 @@ class ProjectionRunner:
         self.quiet_s = quiet_s
         self.checkpoints: dict[str, Position] = {}
         self.ready = asyncio.Event()
+        # The NATS follower and the store poller both apply; one at a time.
+        self._applying = asyncio.Lock()
+        self._last_nats_batch = 0.0
 
     async def start(self) -> None:
         """Create missing read-model schemas and load the checkpoints."""
@@ -101,8 +104,9 @@ class ProjectionRunner:
             await self._apply(projection, after, events)
 
     async def catch_up_all(self, reason: str) -> None:
-        for projection in self.projections:
-            await self.catch_up(projection, reason=reason)
+        async with self._applying:
+            for projection in self.projections:
+                await self.catch_up(projection, reason=reason)
 
     async def _apply(
         self, projection: Projection, after: Position, events: Sequence[RecordedEvent | Envelope]
@@ -126,6 +130,11 @@ class ProjectionRunner:
 
     async def handle(self, batch: Sequence[tuple[Envelope, Position]]) -> None:
         """Apply a batch of (envelope, previous position) pairs from NATS to every projection."""
+        async with self._applying:
+            await self._handle(batch)
+        self._last_nats_batch = time.monotonic()
+
+    async def _handle(self, batch: Sequence[tuple[Envelope, Position]]) -> None:
         for projection in self.projections:
             for _attempt in range(3):
                 checkpoint = self.checkpoints[projection.name]
@@ -140,32 +149,42 @@ class ProjectionRunner:
                     break
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop`: catch up, then follow NATS, falling back on the store."""
+        """Run until `stop`: catch up, then follow NATS; the store poller runs throughout."""
         await self.start()
         await self.catch_up_all("start")
         self.ready.set()
+        poller = asyncio.create_task(self._poll_store(stop))
         nc: NATS | None = None
         try:
             while not stop.is_set():
                 if nc is None or not nc.is_connected:
                     nc = await self._connect(nc)
                     if nc is None:
-                        await self._poll_store(stop)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), self.quiet_s)
                         continue
                 try:
                     await self._follow(nc, stop)
                 except (NatsError, OSError, TimeoutError) as e:
-                    log.warning("nats unavailable; reading the store", error=repr(e))
-                    await self._poll_store(stop)
+                    log.warning("nats unavailable; the store poller carries on", error=repr(e))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.quiet_s)
         finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await nc.close()
 
     async def _poll_store(self, stop: asyncio.Event) -> None:
-        await self.catch_up_all("nats_away")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), self.quiet_s)
+        """Whenever NATS has brought nothing for a while (quiet, away, or a relay that is
+        down), read the store: PostgreSQL is the system of record."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.quiet_s)
+            if time.monotonic() - self._last_nats_batch >= self.quiet_s:
+                await self.catch_up_all("poll")
 
     async def _connect(self, old: NATS | None) -> NATS | None:
         if old is not None:
@@ -195,27 +214,26 @@ class ProjectionRunner:
         )
         # Events published before the consumer existed come from the store.
         await self.catch_up_all("subscribed")
-        last_quiet_check = time.monotonic()
+        last_store_check = time.monotonic()
         while not stop.is_set():
+            if not nc.is_connected:
+                return
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=self.quiet_s)
             except TimeoutError:
                 msgs = []
             if not msgs:
-                # Quiet: make sure nothing was committed that NATS never brought.
-                await self.catch_up_all("quiet")
-                last_quiet_check = time.monotonic()
-                continue
+                continue  # quiet: the store poller looks at PostgreSQL
             batch = [parsed for parsed in map(_parse, msgs) if parsed is not None]
             if len(batch) < len(msgs):
                 await self.catch_up_all("bad_message")
             if batch:
                 await self.handle(batch)
             await msgs[-1].ack()
-            if time.monotonic() - last_quiet_check > 5.0:
+            if time.monotonic() - last_store_check > 5.0:
                 # A busy stream is never quiet; still look at the store now and then.
                 await self.catch_up_all("periodic")
-                last_quiet_check = time.monotonic()
+                last_store_check = time.monotonic()
 
 
 def _position(event: RecordedEvent | Envelope) -> Position:
