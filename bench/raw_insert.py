@@ -1,0 +1,47 @@
+"""The ceiling: single-row autocommit INSERTs into a plain table shaped like `events`, through
+the same kind of pool, with none of the store's SQL (no head lookup, no hash chain)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from bench.context import BenchContext
+from bench.payloads import channel_stream, message
+from bench.result import Result, rate
+from bench.timing import warm_then_time
+
+_DDL: Final = """
+CREATE TABLE IF NOT EXISTS raw_events (
+    position  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id  uuid NOT NULL UNIQUE,
+    stream_id text NOT NULL,
+    data      json NOT NULL
+)
+"""
+_INSERT: Final = "INSERT INTO raw_events (event_id, stream_id, data) VALUES (%s, %s, %s::json)"
+
+
+async def run(ctx: BenchContext) -> Result:
+    """Inserts/s of `writers` concurrent single-row autocommit INSERTs."""
+    sizes = ctx.sizes
+    per_writer = sizes.raw_insert // sizes.writers
+    total = per_writer + sizes.warmup
+    # The same payloads as append_single, decoded to text as the store sends them.
+    rows = [
+        [(e.event_id, stream, e.data.decode()) for e in (message(stream) for _ in range(total))]
+        for stream in (channel_stream() for _ in range(sizes.writers))
+    ]
+    cursor = [0] * sizes.writers
+    async with ctx.pool(sizes.writers, "bench-raw") as pool:
+        async with pool.connection() as conn:
+            await conn.execute(_DDL)
+
+        async def insert(writer: int) -> None:
+            row = rows[writer][cursor[writer]]
+            cursor[writer] += 1
+            async with pool.connection() as conn:
+                await conn.execute(_INSERT, row, prepare=True)
+
+        measured = await warm_then_time(sizes.writers, sizes.warmup, per_writer, insert)
+    n = per_writer * sizes.writers
+    return rate("raw_insert", n, measured, "inserts/s", writers=sizes.writers)

@@ -1,0 +1,122 @@
+"""Every workload and ratio the harness knows, in the order they run."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from bench.result import Result, Skipped
+
+if TYPE_CHECKING:
+    from bench.context import BenchContext
+
+WorkloadFn = Callable[["BenchContext"], Awaitable[Result]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """A named measurement: `entry` is "module:function", an async function of the context.
+
+    `rounds` > 1 repeats it; workloads sharing a `group` run their rounds interleaved
+    (a1 b1 a2 b2), so that each pair meets the same machine weather. `optional` ones are
+    hooks for code not written yet: when their import fails they are skipped, not failed.
+    """
+
+    name: str
+    entry: str
+    unit: str
+    about: str
+    target: float | None = None
+    rounds: int = 1
+    group: str | None = None
+    optional: bool = False
+
+    def load(self) -> WorkloadFn:
+        """The workload's function; Skipped for an optional one whose import fails."""
+        module_name, _, function = self.entry.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            if self.optional:
+                raise Skipped(f"not yet available: {e}") from e
+            raise
+        return cast(WorkloadFn, getattr(module, function))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RatioSpec:
+    """`numerator` / `denominator` from the same run, with a target."""
+
+    name: str
+    numerator: str
+    denominator: str
+    target: float | None
+    paired: bool  # both ran interleaved: average the per-pair ratios
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        name="raw_insert", entry="bench.raw_insert:run", unit="inserts/s", rounds=2,
+        group="ceiling",
+        about="16 asyncio writers, single-row autocommit INSERT into a plain table: the ceiling",
+    ),
+    Workload(
+        name="append_single", entry="bench.append_single:run", unit="events/s", rounds=2,
+        group="ceiling",
+        about="16 writers, EventStore.append of 1 event: half new streams, half own stream at its version",
+    ),
+    Workload(
+        name="append_batched", entry="bench.append_batched:one_stream", unit="events/s",
+        target=100_000, about="2 writers, EventStore.append of 1,000 events to one new stream",
+    ),
+    Workload(
+        name="append_batched_5x100", entry="bench.append_batched:five_streams",
+        unit="events/s", target=100_000,
+        about="2 writers, EventStore.append of 500 events over 5 new streams",
+    ),
+    Workload(
+        name="read_all", entry="bench.read_all:read_all", unit="events/s", target=100_000,
+        about="EventStore.iter_all(batch=5000) over the whole log, once settled (VACUUM)",
+    ),
+    Workload(
+        name="read_all_envelope", entry="bench.read_all:read_all_envelope", unit="events/s",
+        about="iter_all + RecordedEvent.envelope() + msgspec JSON encode",
+    ),
+    Workload(
+        name="eventsourcing_lib", entry="bench.eventsourcing_lib:run", unit="events/s",
+        about="eventsourcing 9.x Application, PostgreSQL, 16 threads, 1 event per save",
+    ),
+    Workload(
+        name="rebuild", entry="bench.rebuild:run", unit="events/s", optional=True,
+        about="projections.ops.rebuild_projection of every projection over the whole log (+ user registrations)",
+    ),
+    Workload(
+        name="commit_to_read_model_latency", entry="bench.latency:run", unit="ms",
+        optional=True, about="append commit -> relay -> NATS -> projector -> read model",
+    ),
+)  # fmt: skip
+
+RATIOS: tuple[RatioSpec, ...] = (
+    RatioSpec(
+        name="append_single / raw_insert", numerator="append_single",
+        denominator="raw_insert", target=0.70, paired=True,
+    ),
+    RatioSpec(
+        name="append_single / eventsourcing_lib", numerator="append_single",
+        denominator="eventsourcing_lib", target=4.0, paired=False,
+    ),
+)  # fmt: skip
+
+
+def select(only: str | None) -> list[Workload]:
+    """The workloads named in a comma-separated list (all when None), in registry order."""
+    if not only:
+        return list(WORKLOADS)
+    wanted = {name.strip() for name in only.split(",") if name.strip()}
+    unknown = wanted - {w.name for w in WORKLOADS}
+    if unknown:
+        known = ", ".join(w.name for w in WORKLOADS)
+        raise ValueError(f"unknown workload(s): {', '.join(sorted(unknown))} (known: {known})")
+    return [w for w in WORKLOADS if w.name in wanted]
