@@ -1,5 +1,13 @@
-"""Hook: commit-to-read-model latency, from an append's commit until the projections that
-read its event have applied it (relay -> NATS -> projector -> checkpoint).
+"""Commit-to-read-model latency: from an append's commit until the projection that reads
+its event has applied it (relay -> NATS -> projector -> checkpoint).
+
+A Relay and a ProjectionRunner run as tasks in this process, on a scratch database of
+their own (so they need not first publish and project what the other workloads left in
+the log), against this run's JetStream stream. One UserRegistered event is appended every
+1 ms, open loop (each append starts at its scheduled time whatever the previous ones are
+doing, so a slow append does not lower the rate). An event is visible once a
+`hubbub_projection` notification for the users projection names a checkpoint at or past
+its position; its latency is that notification's arrival minus the append's return.
 
 Registered as optional: while the pieces it needs cannot be imported, the run reports
 this workload as skipped, "not yet available".
@@ -7,15 +15,180 @@ this workload as skipped, "not yet available".
 
 from __future__ import annotations
 
-import infra.relay  # noqa: F401  # the publisher
-import projections.runner  # noqa: F401  # the consumer
-from bench.context import BenchContext
-from bench.result import Result, Skipped
+import asyncio
+import bisect
+import contextlib
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+
+from bench.context import QUICK, BenchContext
+from bench.result import Result
+from events.envelope import Position
+from events.registry import encode
+from events.user import UserRegistered, user_stream
+from infra.db import make_pool, migrate
+from infra.relay import Relay, connect_jetstream  # the publisher
+from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
+from projections.runner import ProjectionRunner  # the consumer
+from projections.runtime import NOTIFY_CHANNEL
+
+RATE = 1000.0  # events/s
+WARMUP_S = 1.0
+SECONDS_FULL = 10.0
+SECONDS_QUICK = 3.0
+PROJECTION = "users"
+TARGET_P50_MS = 5.0
+TARGET_P99_MS = 25.0
+DRAIN_TIMEOUT_S = 10.0
+
+
+def _registration() -> StreamAppend:
+    user_id = str(uuid.uuid4())
+    type_name, version, data = encode(
+        UserRegistered(user_id=user_id, username=f"u{user_id.replace('-', '')[:20]}",
+                       display_name="Bench User", password_hash="-",
+                       registered_at=datetime.now(UTC))
+    )  # fmt: skip
+    event = NewEvent(event_id=uuid.uuid4(), type=type_name, data=data,
+                     metadata=b'{"correlation_id":"bench"}', schema_version=version)  # fmt: skip
+    return StreamAppend(user_stream(user_id), NO_STREAM, [event])
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank quantile of an ascending list."""
+    index = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+async def _listen(conn: psycopg.AsyncConnection[object], arrivals: list[tuple[float, Position]]) -> None:  # fmt: skip
+    """Record (arrival, checkpoint) for every notification of the users projection."""
+    async for note in conn.notifies():
+        now = time.perf_counter()
+        name, _, token = note.payload.partition(":")
+        if name == PROJECTION:
+            arrivals.append((now, Position.parse(token)))
+
+
+async def _write(store: EventStore, seconds: float) -> list[tuple[float, Position, float]]:
+    """Append one event every 1/RATE s for `seconds`, open loop: (scheduled, position,
+    commit time) for each, in schedule order."""
+    done: list[tuple[float, Position, float]] = []
+    errors: list[BaseException] = []
+
+    async def one(scheduled: float) -> None:
+        try:
+            result = await store.append([_registration()])
+        except Exception as e:  # reported after the run, not swallowed
+            errors.append(e)
+            return
+        done.append((scheduled, result.position, time.perf_counter()))
+
+    tasks: set[asyncio.Task[None]] = set()
+    total = int(seconds * RATE)
+    start = time.perf_counter()
+    for i in range(total):
+        target = start + i / RATE
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(target))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    if errors:
+        raise RuntimeError(f"{len(errors)} appends failed") from errors[0]
+    return sorted(done)
+
+
+async def _wait_visible(arrivals: list[tuple[float, Position]], last: Position) -> None:
+    deadline = time.perf_counter() + DRAIN_TIMEOUT_S
+    while not arrivals or arrivals[-1][1] < last:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the read model did not reach {last.token()} within "
+                               f"{DRAIN_TIMEOUT_S:.0f} s of the last append")  # fmt: skip
+        await asyncio.sleep(0.01)
+
+
+async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
+    settings = ctx.nats.settings(url)
+    stop = asyncio.Event()
+    nc = await connect_jetstream(settings, stop)
+    assert nc is not None
+    relay_pool = make_pool(url, min_size=2, max_size=4, name="bench-relay")
+    projector_pool = make_pool(url, min_size=2, max_size=4, name="bench-projector")
+    writer_pool = make_pool(url, min_size=8, max_size=8, name="bench-latency")
+    pools = (relay_pool, projector_pool, writer_pool)
+    listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for pool in pools:
+            await pool.open(wait=True, timeout=60)
+        await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        arrivals: list[tuple[float, Position]] = []
+        tasks.append(asyncio.create_task(_listen(listener, arrivals)))
+        relay = Relay(settings, relay_pool, nc.jetstream())
+        runner = ProjectionRunner(settings, projector_pool)
+        tasks.append(asyncio.create_task(relay.run(stop)))
+        tasks.append(asyncio.create_task(runner.run(stop)))
+        ready = asyncio.gather(relay.leading.wait(), runner.ready.wait())
+        await asyncio.wait_for(ready, 60)
+        await asyncio.sleep(0.6)  # the projector's NATS consumer exists and has caught up
+
+        store = EventStore(writer_pool)
+        try:
+            warm = await _write(store, WARMUP_S)
+            await _wait_visible(arrivals, max(p for _, p, _ in warm))
+            timed = await _write(store, seconds)
+            await _wait_visible(arrivals, max(p for _, p, _ in timed))
+        finally:
+            if store.notifier is not None:
+                await store.notifier.close()
+    finally:
+        stop.set()
+        for task in tasks[1:]:  # relay and runner finish on `stop`
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+        if tasks:
+            tasks[0].cancel()  # the listener never ends by itself
+            with contextlib.suppress(asyncio.CancelledError):
+                await tasks[0]
+        await listener.close()
+        for pool in pools:
+            await pool.close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+    # Checkpoints only move forward, so arrivals are in position order as well as time.
+    positions = [p for _, p in arrivals]
+    latencies: list[float] = []
+    for _, position, committed in timed:
+        i = bisect.bisect_left(positions, position)
+        latencies.append((arrivals[i][0] - committed) * 1000.0)
+    latencies.sort()
+    span = timed[-1][2] - timed[0][2]
+    p50, p99 = statistics.median(latencies), _quantile(latencies, 0.99)
+    return Result(
+        name="commit_to_read_model_latency", value=p50, unit="ms", n=len(latencies),
+        seconds=span,
+        extra={
+            "p50_ms": round(p50, 2), "p90_ms": round(_quantile(latencies, 0.90), 2),
+            "p99_ms": round(p99, 2), "max_ms": round(latencies[-1], 2),
+            "rate_per_s": round((len(timed) - 1) / span, 1),
+            "target": f"p50 <= {TARGET_P50_MS:g} ms: {'pass' if p50 <= TARGET_P50_MS else 'FAIL'}, "
+                      f"p99 <= {TARGET_P99_MS:g} ms: {'pass' if p99 <= TARGET_P99_MS else 'FAIL'}",
+            "notifications": len(arrivals),
+        },
+    )  # fmt: skip
 
 
 async def run(ctx: BenchContext) -> Result:
-    """p50/p99 milliseconds from commit to read model (to be written)."""
-    # When written: ctx.nats.settings(ctx.url) gives this run's stream and subjects; run a
-    # Relay and a ProjectionRunner, append at a steady rate, and time each event from the
-    # append's return until the read model's checkpoint passes its position.
-    raise Skipped("the relay and projector import, but this measurement is not written yet")
+    """p50 milliseconds from commit to read model, with p90/p99/max beside it."""
+    seconds = SECONDS_QUICK if ctx.sizes is QUICK else SECONDS_FULL
+    with ctx.scratch_database("latency") as url:
+        await asyncio.to_thread(migrate, url)
+        return await _measure(ctx, url, seconds)

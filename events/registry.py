@@ -43,9 +43,11 @@ def decode(type_name: str, schema_version: int, data: bytes) -> Event:
     if current is None:
         raise UnknownEventType(type_name)
     if schema_version == current:
-        return _DECODER.decode(data)
+        event: Event = _DECODER.decode(data)
+        return event
     raw: dict[str, Any] = msgspec.json.decode(data)
     for version in range(schema_version, current):
         raw = UPCASTERS[(type_name, version)](raw)
     raw["type"] = type_name
-    return msgspec.convert(raw, Event)
+    upcast: Event = msgspec.convert(raw, Event)
+    return upcast

@@ -118,7 +118,9 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return problem_response(Problem(500, "internal_error", "something went wrong on our side"))
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[Any]]] = {
+EXCEPTION_HANDLERS: dict[
+    int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]
+] = {
     Problem: _on_problem,
     ValidationException: _on_validation,
     HTTPException: _on_http,

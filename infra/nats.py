@@ -44,7 +44,7 @@ async def connect(url: str, *, name: str, initial_timeout: float = 5.0, **option
                 url,
                 name=name,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; a float works
                 connect_timeout=2,
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,

@@ -87,7 +87,7 @@ async def create_schema(
         sql.SQL("INSERT INTO {}.checkpoint (txid, position) VALUES ('0', 0)").format(ident)
     )
     for statement in projection.ddl(schema):
-        await conn.execute(statement)  # type: ignore[arg-type]  # DDL from our own modules
+        await conn.execute(statement.encode())  # DDL from our own modules, not user input
 
 
 async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projection) -> bool:

@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[users.get_user, *http.health_handlers(_checks)],
         dependencies={"services": Provide(services, sync_to_thread=False)},
         lifespan=[lifespan],
-        exception_handlers=dict(http.EXCEPTION_HANDLERS),
+        exception_handlers=http.EXCEPTION_HANDLERS,
         middleware=[http.RequestContext("read-api")],
         request_max_body_size=http.MAX_BODY_BYTES,
         logging_config=None,  # infra.logging configures the process

@@ -11,4 +11,4 @@ from infra.http import Problem, problem_response
 
 
 def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    return problem_response(Problem(exc.status, exc.code, exc.detail, **exc.extra))
+    return problem_response(Problem(exc.status, exc.code, exc.detail, **dict(exc.extra)))

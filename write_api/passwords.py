@@ -7,11 +7,15 @@ at once, so at most `concurrency` run at a time and the rest queue.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from prometheus_client import Gauge
+
+T = TypeVar("T")
 
 ARGON2_QUEUE = Gauge("hubbub_argon2_waiting", "Password hashes waiting for a slot")
 ARGON2_ACTIVE = Gauge("hubbub_argon2_active", "Password hashes running")
@@ -25,7 +29,7 @@ class Passwords:
         self._slots = asyncio.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="argon2")
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         ARGON2_QUEUE.inc()
         async with self._slots:
             ARGON2_QUEUE.dec()
@@ -37,8 +41,7 @@ class Passwords:
 
     async def hash(self, password: str) -> str:
         """A new argon2id hash of `password`."""
-        result: str = await self._run(self.hasher.hash, password)
-        return result
+        return await self._run(self.hasher.hash, password)
 
     async def verify(self, password_hash: str, password: str) -> bool:
         """True when `password` matches; False for a wrong password or an unusable hash."""
@@ -49,8 +52,7 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        result: bool = await self._run(check)
-        return result
+        return await self._run(check)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
