@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -31,9 +34,8 @@ from events.envelope import Position
 from events.registry import encode
 from events.user import UserRegistered, user_stream
 from infra.db import make_pool, migrate
-from infra.relay import Relay, connect_jetstream  # the publisher
+from infra.settings import Settings
 from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
-from projections.runner import ProjectionRunner  # the consumer
 from projections.runtime import NOTIFY_CHANNEL
 
 RATE = 1000.0  # events/s
@@ -114,33 +116,35 @@ async def _wait_visible(arrivals: list[tuple[float, Position]], last: Position) 
         await asyncio.sleep(0.01)
 
 
+def _start_part(part: str, settings: Settings) -> subprocess.Popen[bytes]:
+    """`hubbub relay` / `hubbub projector` in a process of its own, as `hubbub run` has them."""
+    assert settings.database_url and settings.nats_url
+    env = {
+        **os.environ,
+        "HUBBUB_DATABASE_URL": settings.database_url,
+        "HUBBUB_NATS_URL": settings.nats_url,
+        "HUBBUB_NATS_STREAM": settings.nats_stream,
+        "HUBBUB_NATS_SUBJECT_PREFIX": settings.subject_prefix,
+        "HUBBUB_DATA_DIR": str(settings.data_dir),
+        "HUBBUB_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen([sys.executable, "-m", "infra.cli", part], env=env)
+
+
 async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
     settings = ctx.nats.settings(url)
-    stop = asyncio.Event()
-    nc = await connect_jetstream(settings, stop)
-    assert nc is not None
-    relay_pool = make_pool(url, min_size=2, max_size=4, name="bench-relay")
-    projector_pool = make_pool(url, min_size=2, max_size=4, name="bench-projector")
     writer_pool = make_pool(url, min_size=8, max_size=8, name="bench-latency")
-    pools = (relay_pool, projector_pool, writer_pool)
     listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
     tasks: list[asyncio.Task[None]] = []
+    parts = [_start_part("relay", settings), _start_part("projector", settings)]
     try:
-        for pool in pools:
-            await pool.open(wait=True, timeout=60)
+        await writer_pool.open(wait=True, timeout=60)
         await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         arrivals: list[tuple[float, Position]] = []
         tasks.append(asyncio.create_task(_listen(listener, arrivals)))
-        relay = Relay(settings, relay_pool, nc.jetstream())
-        runner = ProjectionRunner(settings, projector_pool)
-        tasks.append(asyncio.create_task(relay.run(stop)))
-        tasks.append(asyncio.create_task(runner.run(stop)))
-        ready = asyncio.gather(relay.leading.wait(), runner.ready.wait())
-        await asyncio.wait_for(ready, 60)
-        await asyncio.sleep(0.6)  # the projector's NATS consumer exists and has caught up
-
         store = EventStore(writer_pool)
         try:
+            # The warm-up also waits out the processes' start: its events must come through.
             warm = await _write(store, WARMUP_S)
             await _wait_visible(arrivals, max(p for _, p, _ in warm))
             timed = await _write(store, seconds)
@@ -149,19 +153,19 @@ async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
             if store.notifier is not None:
                 await store.notifier.close()
     finally:
-        stop.set()
-        for task in tasks[1:]:  # relay and runner finish on `stop`
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 10)
-        if tasks:
-            tasks[0].cancel()  # the listener never ends by itself
+        for proc in parts:
+            proc.terminate()
+        for proc in parts:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for task in tasks:  # the listener never ends by itself
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await tasks[0]
+                await task
         await listener.close()
-        for pool in pools:
-            await pool.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        await writer_pool.close()
 
     # Checkpoints only move forward, so arrivals are in position order as well as time.
     positions = [p for _, p in arrivals]

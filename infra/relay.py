@@ -84,7 +84,7 @@ class Relay:
         *,
         batch_size: int = 1000,
         idle_poll_s: float = 0.5,
-        busy_poll_s: float = 0.001,
+        busy_poll_s: float = 0.0005,
         ack_timeout_s: float = 5.0,
     ) -> None:
         self.settings = settings
@@ -131,18 +131,33 @@ class Relay:
             await leader.execute("LISTEN hubbub_events")
             checkpoint = await self.load_checkpoint()
             last_busy = time.monotonic()
-            while not stop.is_set():
-                events = await self.store.read_all(checkpoint.at, limit=self.batch_size)
-                if events:
-                    checkpoint = await self._publish_and_checkpoint(checkpoint, events, stop)
-                    last_busy = time.monotonic()
-                    continue
-                # Recently busy: poll fast, more events are likely on their way and the
-                # writers' NOTIFY is throttled. Idle: wait for a NOTIFY, poll as a fallback.
-                if time.monotonic() - last_busy < 0.25:
-                    await asyncio.sleep(self.busy_poll_s)
-                else:
-                    await self._wait_for_notify(leader, stop)
+            # The checkpoint of one batch is written while the next is read and published;
+            # writes stay in order (each awaits the one before), and each is fenced.
+            saving: asyncio.Task[None] | None = None
+            try:
+                while not stop.is_set():
+                    events = await self.store.read_all(checkpoint.at, limit=self.batch_size)
+                    if events:
+                        await self._publish_with_retry(checkpoint.at, events, stop)
+                        advanced = advance(checkpoint, events)
+                        if saving is not None:
+                            await saving
+                        saving = asyncio.create_task(self.write_checkpoint(checkpoint, advanced))
+                        checkpoint = advanced
+                        last_busy = time.monotonic()
+                        continue
+                    # Recently busy: poll fast, more events are likely on their way and the
+                    # writers' NOTIFY is throttled. Idle: wait for a NOTIFY, poll as a fallback.
+                    if time.monotonic() - last_busy < 0.25:
+                        await asyncio.sleep(self.busy_poll_s)
+                    else:
+                        if saving is not None:
+                            await saving
+                            saving = None
+                        await self._wait_for_notify(leader, stop)
+            finally:
+                if saving is not None:
+                    await saving
 
     async def _wait_for_notify(
         self, leader: psycopg.AsyncConnection[object], stop: asyncio.Event
@@ -165,14 +180,14 @@ class Relay:
         assert row is not None, "relay_checkpoint is seeded by the 0001 migration"
         return Checkpoint(Position(row[0], row[1]), row[2], row[3])
 
-    async def _publish_and_checkpoint(
-        self, checkpoint: Checkpoint, events: Sequence[RecordedEvent], stop: asyncio.Event
-    ) -> Checkpoint:
+    async def _publish_with_retry(
+        self, prev: Position, events: Sequence[RecordedEvent], stop: asyncio.Event
+    ) -> None:
         backoff = 0.1
         while True:
             try:
-                await self.publish(events, checkpoint.at)
-                break
+                await self.publish(events, prev)
+                return
             except (NatsError, TimeoutError, OSError) as e:
                 if stop.is_set():
                     raise LostLeadership("stopping with unpublished events") from e
@@ -180,7 +195,6 @@ class Relay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
-        return await self.save_checkpoint(checkpoint, events)
 
     async def publish(self, events: Sequence[RecordedEvent], prev: Position) -> None:
         """Publish a batch in order and wait until JetStream acknowledged every message."""
@@ -211,33 +225,42 @@ class Relay:
     async def save_checkpoint(
         self, checkpoint: Checkpoint, events: Sequence[RecordedEvent]
     ) -> Checkpoint:
-        """Advance the checkpoint and the global chain in one transaction.
+        """Advance the checkpoint and the global chain past `events`."""
+        advanced = advance(checkpoint, events)
+        await self.write_checkpoint(checkpoint, advanced)
+        return advanced
+
+    async def write_checkpoint(self, old: Checkpoint, new: Checkpoint) -> None:
+        """Move the checkpoint from `old` to `new` and anchor the chain, in one round trip.
 
         Asynchronous commit is safe here: a checkpoint lost in a crash only means
         republishing, which JetStream and the consumers absorb; the chain is recomputed the
-        same way. The WHERE clause fences off a relay that lost its leadership unawares.
+        same way. The fence (`old` in the WHERE clause) stops a relay that lost its
+        leadership unawares.
         """
-        chain = checkpoint.chain_hash
-        for event in events:
-            chain = global_link(chain, event.hash)
-        new = Checkpoint(events[-1].at, chain, checkpoint.event_count + len(events))
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            cur = await conn.execute(
-                "UPDATE relay_checkpoint SET txid = %s::xid8, position = %s, chain_hash = %s,"
-                " event_count = %s, updated_at = now()"
-                " WHERE id = 1 AND txid = %s::xid8 AND position = %s",
-                (str(new.at.txid), new.at.position, new.chain_hash, new.event_count,
-                 str(checkpoint.at.txid), checkpoint.at.position),
-            )  # fmt: skip
+        async with self.pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                cur = await conn.execute(
+                    "WITH moved AS (UPDATE relay_checkpoint SET txid = %s::xid8, position = %s,"
+                    " chain_hash = %s, event_count = %s, updated_at = now()"
+                    " WHERE id = 1 AND txid = %s::xid8 AND position = %s RETURNING 1)"
+                    " INSERT INTO relay_chain (txid, position, chain_hash, event_count)"
+                    " SELECT %s::xid8, %s, %s, %s FROM moved",
+                    (str(new.at.txid), new.at.position, new.chain_hash, new.event_count,
+                     str(old.at.txid), old.at.position,
+                     str(new.at.txid), new.at.position, new.chain_hash, new.event_count),
+                )  # fmt: skip
             if cur.rowcount != 1:
                 raise LostLeadership("the relay checkpoint moved under us")
-            await conn.execute(
-                "INSERT INTO relay_chain (txid, position, chain_hash, event_count)"
-                " VALUES (%s::xid8, %s, %s, %s)",
-                (str(new.at.txid), new.at.position, new.chain_hash, new.event_count),
-            )
-        return new
+
+
+def advance(checkpoint: Checkpoint, events: Sequence[RecordedEvent]) -> Checkpoint:
+    """The checkpoint after `events`: their last position, the global chain through them."""
+    chain = checkpoint.chain_hash
+    for event in events:
+        chain = global_link(chain, event.hash)
+    return Checkpoint(events[-1].at, chain, checkpoint.event_count + len(events))
 
 
 async def connect_jetstream(settings: Settings, stop: asyncio.Event) -> NATS | None:

@@ -134,24 +134,35 @@ async def apply_batch(
     checkpoint still passes them. Raises CheckpointMoved when the checkpoint is not at
     `expected`: the caller reloads it and decides again.
     """
-    async with conn.transaction():
-        # Losing this commit in a crash is harmless: rows and checkpoint go together, and
-        # the events are applied again from the store. So no need to wait for the fsync.
-        await conn.execute("SET LOCAL synchronous_commit = off")
-        actual = await read_checkpoint(conn, schema, lock=True)
-        if actual != expected:
-            raise CheckpointMoved(actual)
-        wanted = [envelope_of(e) for e in events if e.type in projection.types]
-        if wanted:
-            await projection.apply(conn, schema, wanted)
-        await conn.execute(
-            sql.SQL(
-                "UPDATE {}.checkpoint SET txid = %s::xid8, position = %s, updated_at = now() WHERE id = 1"
-            ).format(sql.Identifier(schema)),
-            (str(upto.txid), upto.position),
-        )
-        if notify:
-            await conn.execute(
-                "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{projection.name}:{upto.token()}")
+    wanted = [envelope_of(e) for e in events if e.type in projection.types]
+    claim = sql.SQL(
+        "UPDATE {}.checkpoint SET txid = %s::xid8, position = %s, updated_at = now()"
+        " WHERE id = 1 AND txid = %s::xid8 AND position = %s RETURNING 1"
+    ).format(sql.Identifier(schema))
+    try:
+        # One round trip for the whole batch: the statements are pipelined, and the
+        # checkpoint is claimed by the first of them, fenced on where we expect it to be
+        # (a concurrent applier waits on that row, then finds it moved).
+        async with conn.pipeline(), conn.transaction():
+            # Losing this commit in a crash is harmless: rows and checkpoint go together,
+            # and the events are applied again from the store. No need to wait for fsync.
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            claimed = await conn.execute(
+                claim, (str(upto.txid), upto.position, str(expected.txid), expected.position)
             )
+            if wanted:
+                await projection.apply(conn, schema, wanted)
+            if notify:
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (NOTIFY_CHANNEL, f"{projection.name}:{upto.token()}"),
+                )
+            if await claimed.fetchone() is None:
+                raise _Moved
+    except _Moved:
+        raise CheckpointMoved(await read_checkpoint(conn, schema)) from None
     return Applied(upto, len(events))
+
+
+class _Moved(Exception):
+    """Rolls the batch back when its checkpoint claim found the checkpoint elsewhere."""
