@@ -165,26 +165,27 @@ WITH head AS (
            coalesce(h.hash, '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS h
     FROM (SELECT 1) AS one
     LEFT JOIN LATERAL (
-        SELECT stream_version, hash FROM events WHERE stream_id = %(stream)s
+        SELECT stream_version, hash FROM events WHERE stream_id = %s
         ORDER BY stream_version DESC LIMIT 1
     ) AS h ON true
 ), ins AS (
     INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
                         recorded_at, data, metadata, prev_hash, hash)
-    SELECT %(event_id)s, %(stream)s, split_part(%(stream)s, '-', 1), head.v + 1, %(type)s,
-           %(schema_version)s, now(), %(data)s::json, %(metadata)s::json, head.h,
+    SELECT %s, %s, split_part(%s, '-', 1), head.v + 1, %s, %s, now(), %s::json, %s::json,
+           head.h,
            sha256(head.h || int8send(head.v + 1)
-                  || int8send((extract(epoch FROM now()) * 1000000)::bigint) || %(digest)s)
+                  || int8send((extract(epoch FROM now()) * 1000000)::bigint) || %s)
     FROM head
-    WHERE %(expected)s::bigint = -1 OR head.v = %(expected)s::bigint
+    WHERE %s::bigint = -1 OR head.v = %s::bigint
     RETURNING position, stream_version, recorded_at
 ){idem}
 SELECT pg_current_xact_id(), ins.position, ins.stream_version, ins.recorded_at FROM ins
 """
 _IDEM_CTE: Final = """, idem AS (
     INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
-    SELECT %(idem_scope)s, %(idem_key)s, %(idem_hash)s, %(idem_response)s, ins.position FROM ins
+    SELECT %s, %s, %s, %s, ins.position FROM ins
 )"""
+# Parameters in order of appearance: see _append_one.
 # Without a key the idempotency CTE still costs ~10 us of server CPU: leave it out.
 _APPEND_ONE_IDEM_SQL: Final = _APPEND_ONE_SQL.replace("{idem}", _IDEM_CTE)
 _APPEND_ONE_PLAIN_SQL: Final = _APPEND_ONE_SQL.replace("{idem}", "")
@@ -351,26 +352,38 @@ class EventStore:
         idem: Idempotency | None,
         given: psycopg.AsyncConnection[Any] | None,
     ) -> AppendResult:
-        params: dict[str, Any] = {
-            "stream": stream, "expected": expected, "event_id": event_id, "type": type,
-            "schema_version": schema_version, "data": data[0], "metadata": metadata[0],
-            "digest": digest,
-        }  # fmt: skip
+        # (stream, event_id, stream, stream, type, schema_version, data, metadata, digest,
+        #  expected, expected) in the order _APPEND_ONE_SQL names them.
+        params: tuple[Any, ...] = (
+            stream, event_id, stream, stream, type, schema_version, data[0], metadata[0], digest,
+            expected, expected,
+        )  # fmt: skip
         query = _APPEND_ONE_PLAIN_SQL
         if idem is not None:
             query = _APPEND_ONE_IDEM_SQL
-            params.update(idem_scope=idem.scope, idem_key=idem.key, idem_hash=idem.request_hash,
-                          idem_response=idem.response.decode())  # fmt: skip
-        async with self._connection(given) as conn:
-            cur = await conn.execute(query, params, prepare=True)
-            row = await cur.fetchone()
-            if row is None:
-                cur = await conn.execute(
-                    "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = %s",
-                    (stream,),
-                )
-                actual = await cur.fetchone()
-                raise ConcurrencyError(stream, expected, actual[0] if actual else 0)
+            params += (idem.scope, idem.key, idem.request_hash, idem.response.decode())
+        if given is None:
+            async with self.pool.connection() as conn:  # the hot path: no extra wrapper
+                return await self._execute_one(conn, query, params, stream, expected)
+        return await self._execute_one(given, query, params, stream, expected)
+
+    async def _execute_one(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        query: str,
+        params: tuple[Any, ...],
+        stream: str,
+        expected: int,
+    ) -> AppendResult:
+        cur = await conn.execute(query, params, prepare=True)
+        row = await cur.fetchone()
+        if row is None:
+            cur = await conn.execute(
+                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = %s",
+                (stream,),
+            )
+            actual = await cur.fetchone()
+            raise ConcurrencyError(stream, expected, actual[0] if actual else 0)
         txid, position, version, recorded_at = row
         return AppendResult(txid, [position], [version], recorded_at)
 
