@@ -2,8 +2,9 @@
 
 - HUBBUB_DATABASE_URL / HUBBUB_NATS_URL set: those servers (a fresh database and fresh
   JetStream stream names are made on them for this run, and removed afterwards).
-- Otherwise, with a Docker engine and HUBBUB_TEST_DOCKER=1: testcontainers.
-- Otherwise: embedded servers from the wheels, in a temporary directory.
+- Otherwise, with HUBBUB_TEST_DOCKER=1 (where a Docker engine runs): testcontainers.
+- Otherwise (the default, so a fresh laptop works): embedded servers from the wheels, in a
+  temporary directory.
 """
 
 from __future__ import annotations
@@ -48,12 +49,28 @@ def _admin_url(url: str) -> str:
 
 
 @contextlib.contextmanager
+def _containers(stack: contextlib.ExitStack) -> Iterator[tuple[str, str]]:
+    """PostgreSQL and NATS (JetStream) in Docker, through testcontainers."""
+    from testcontainers.community.nats import NatsContainer
+    from testcontainers.community.postgres import PostgresContainer
+
+    pg = stack.enter_context(
+        PostgresContainer("postgres:15", username="postgres", password="postgres", dbname="postgres", driver=None)
+    )
+    nats = stack.enter_context(NatsContainer("nats:2.10", jetstream=True))
+    yield pg.get_connection_url(), nats.nats_uri()
+
+
+@contextlib.contextmanager
 def _servers() -> Iterator[Servers]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"hubbub-test-{RUN_ID}-"))
     started: list[ServerProcess] = []
+    containers = contextlib.ExitStack()
     try:
         db_url = os.environ.get("HUBBUB_DATABASE_URL")
         nats_url = os.environ.get("HUBBUB_NATS_URL")
+        if os.environ.get("HUBBUB_TEST_DOCKER") == "1" and not (db_url or nats_url):
+            db_url, nats_url = containers.enter_context(_containers(containers))
         if not db_url:
             pg = start_postgres(data_dir / "servers", database="postgres")
             started.append(pg)
@@ -66,6 +83,7 @@ def _servers() -> Iterator[Servers]:
     finally:
         for server in reversed(started):
             server.stop()
+        containers.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
