@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import psycopg
@@ -118,16 +119,7 @@ async def _wait_visible(arrivals: list[tuple[float, Position]], last: Position) 
 
 def _start_part(part: str, settings: Settings) -> subprocess.Popen[bytes]:
     """`hubbub relay` / `hubbub projector` in a process of its own, as `hubbub run` has them."""
-    assert settings.database_url and settings.nats_url
-    env = {
-        **os.environ,
-        "HUBBUB_DATABASE_URL": settings.database_url,
-        "HUBBUB_NATS_URL": settings.nats_url,
-        "HUBBUB_NATS_STREAM": settings.nats_stream,
-        "HUBBUB_NATS_SUBJECT_PREFIX": settings.subject_prefix,
-        "HUBBUB_DATA_DIR": str(settings.data_dir),
-        "HUBBUB_LOG_LEVEL": "WARNING",
-    }
+    env = {**os.environ, **replace(settings, log_level="WARNING").to_env()}
     return subprocess.Popen([sys.executable, "-m", "infra.cli", part], env=env)
 
 

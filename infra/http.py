@@ -3,18 +3,23 @@ context (correlation id, traceparent) and the limits on request bodies."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
+from nats.aio.client import Client as NATS
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
+from psycopg_pool import AsyncConnectionPool
 
 log = structlog.get_logger(__name__)
 
@@ -177,6 +182,57 @@ def correlation_of(request: Request[Any, Any, Any]) -> tuple[str, str | None]:
 
 
 Check = Callable[[], Awaitable[None]]
+
+
+class Connected(Protocol):
+    """What a service's readiness is made of: its PostgreSQL pool and NATS connection."""
+
+    pool: AsyncConnectionPool
+    nats: NATS | None
+
+
+def readiness_checks(services: Connected) -> dict[str, Check]:
+    """The readiness of CONTRACT.md: PostgreSQL answers, NATS is connected."""
+
+    async def postgres() -> None:
+        async with services.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+
+    async def nats() -> None:
+        if services.nats is None or not services.nats.is_connected:
+            raise ConnectionError("nats is not connected")
+
+    return {"postgres": postgres, "nats": nats}
+
+
+def service_app(
+    *,
+    service: str,
+    title: str,
+    route_handlers: Sequence[Any],
+    lifespan: Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]],
+    provide_services: Callable[..., Any],
+    exception_handlers: dict[
+        int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]
+    ]
+    | None = None,
+) -> Litestar:
+    """A Hubbub HTTP service: its routes plus health and metrics, problem+json errors,
+    request context, the body limit and the OpenAPI document at /schema/openapi.json.
+    The lifespan must put an object with `pool` and `nats` at `app.state.services`."""
+    return Litestar(
+        route_handlers=[
+            *route_handlers,
+            *health_handlers(lambda app: readiness_checks(app.state.services)),
+        ],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers={**EXCEPTION_HANDLERS, **(exception_handlers or {})},
+        middleware=[RequestContext(service)],
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # infra.logging configures the process
+        openapi_config=OpenAPIConfig(title=title, version="1.0.0", path="/schema"),
+    )
 
 
 def health_handlers(checks: Callable[[Litestar], dict[str, Check]]) -> list[Any]:

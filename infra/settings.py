@@ -65,6 +65,28 @@ class Settings:
             jwt_secret=_env("HUBBUB_JWT_SECRET"),
         )
 
+    def to_env(self) -> dict[str, str]:
+        """The HUBBUB_* variables that make another process read these same settings."""
+        env = {
+            "HUBBUB_DATA_DIR": str(self.data_dir),
+            "HUBBUB_WRITE_API_PORT": str(self.write_api_port),
+            "HUBBUB_READ_API_PORT": str(self.read_api_port),
+            "HUBBUB_GATEWAY_PORT": str(self.gateway_port),
+            "HUBBUB_HOST": self.host,
+            "HUBBUB_LOG_LEVEL": self.log_level,
+            "HUBBUB_LOG_FORMAT": self.log_format,
+            "HUBBUB_NATS_STREAM": self.nats_stream,
+            "HUBBUB_NATS_SUBJECT_PREFIX": self.subject_prefix,
+        }
+        for name, value in (
+            ("HUBBUB_DATABASE_URL", self.database_url),
+            ("HUBBUB_NATS_URL", self.nats_url),
+            ("HUBBUB_JWT_SECRET", self.jwt_secret),
+        ):
+            if value:
+                env[name] = value
+        return env
+
     def resolved_jwt_secret(self) -> str:
         """The configured secret, or in development one generated once and kept in the data dir."""
         if self.jwt_secret:

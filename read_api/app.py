@@ -6,8 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
-from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from infra import http
 from infra.db import make_pool
@@ -18,20 +16,6 @@ from projections.runtime import ensure_schema
 from read_api import users
 from read_api.freshness import Freshness
 from read_api.services import Services, services
-
-
-def _checks(app: Litestar) -> dict[str, http.Check]:
-    s = Services.of(app)
-
-    async def postgres() -> None:
-        async with s.pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
-
-    async def nats() -> None:
-        if s.nats is None or not s.nats.is_connected:
-            raise ConnectionError("nats is not connected")
-
-    return {"postgres": postgres, "nats": nats}
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -61,13 +45,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await freshness.close()
             await pool.close()
 
-    return Litestar(
-        route_handlers=[users.get_user, *http.health_handlers(_checks)],
-        dependencies={"services": Provide(services, sync_to_thread=False)},
-        lifespan=[lifespan],
-        exception_handlers=http.EXCEPTION_HANDLERS,
-        middleware=[http.RequestContext("read-api")],
-        request_max_body_size=http.MAX_BODY_BYTES,
-        logging_config=None,  # infra.logging configures the process
-        openapi_config=OpenAPIConfig(title="Hubbub read API", version="1.0.0", path="/schema"),
+    return http.service_app(
+        service="read-api",
+        title="Hubbub read API",
+        route_handlers=[users.get_user],
+        lifespan=lifespan,
+        provide_services=services,
     )

@@ -55,7 +55,9 @@ def _containers(stack: contextlib.ExitStack) -> Iterator[tuple[str, str]]:
     from testcontainers.community.postgres import PostgresContainer
 
     pg = stack.enter_context(
-        PostgresContainer("postgres:15", username="postgres", password="postgres", dbname="postgres", driver=None)
+        PostgresContainer(
+            "postgres:15", username="postgres", password="postgres", dbname="postgres", driver=None
+        )
     )
     nats = stack.enter_context(NatsContainer("nats:2.10", jetstream=True))
     yield pg.get_connection_url(), nats.nats_uri()

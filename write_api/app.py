@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from litestar import Litestar
-from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from commands.errors import DomainError
 from infra import http
@@ -20,20 +17,6 @@ from write_api import auth
 from write_api.errors import on_domain_error
 from write_api.passwords import Passwords
 from write_api.services import Services, services
-
-
-def _checks(app: Litestar) -> dict[str, http.Check]:
-    s = Services.of(app)
-
-    async def postgres() -> None:
-        async with s.pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
-
-    async def nats() -> None:
-        if s.nats is None or not s.nats.is_connected:
-            raise ConnectionError("nats is not connected")
-
-    return {"postgres": postgres, "nats": nats}
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -61,14 +44,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
             passwords.close()
 
-    handlers: dict[Any, Any] = {**http.EXCEPTION_HANDLERS, DomainError: on_domain_error}
-    return Litestar(
-        route_handlers=[auth.register, *http.health_handlers(_checks)],
-        dependencies={"services": Provide(services, sync_to_thread=False)},
-        lifespan=[lifespan],
-        exception_handlers=handlers,
-        middleware=[http.RequestContext("write-api")],
-        request_max_body_size=http.MAX_BODY_BYTES,
-        logging_config=None,  # infra.logging configures the process
-        openapi_config=OpenAPIConfig(title="Hubbub write API", version="1.0.0", path="/schema"),
+    return http.service_app(
+        service="write-api",
+        title="Hubbub write API",
+        route_handlers=[auth.register],
+        lifespan=lifespan,
+        provide_services=services,
+        exception_handlers={DomainError: on_domain_error},
     )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,16 +36,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
 
 def env_of(settings: Settings) -> dict[str, str]:
-    assert settings.database_url and settings.nats_url
-    return {
-        **os.environ,
-        "HUBBUB_DATABASE_URL": settings.database_url,
-        "HUBBUB_NATS_URL": settings.nats_url,
-        "HUBBUB_NATS_STREAM": settings.nats_stream,
-        "HUBBUB_NATS_SUBJECT_PREFIX": settings.subject_prefix,
-        "HUBBUB_DATA_DIR": str(settings.data_dir),
-        "HUBBUB_LOG_LEVEL": "WARNING",
-    }
+    return {**os.environ, **replace(settings, log_level="WARNING").to_env()}
 
 
 class Part:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from infra import cli
@@ -15,15 +11,7 @@ from tests.fix_servers import Servers
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def isolated_logging() -> Iterator[None]:
-    """Commands configure logging for the whole process: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("isolated_logging")
 
 
 def _env(servers: Servers, database_url: str) -> dict[str, str]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from infra import cli
@@ -30,15 +28,7 @@ EVERY_PART = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def isolated_logging() -> Iterator[None]:
-    """Commands configure logging for the whole process: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("isolated_logging")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,7 @@ import structlog
 from infra.logging import configure_logging
 from infra.settings import Settings
 
-
-@pytest.fixture(autouse=True)
-def isolated_logging() -> Iterator[None]:
-    """configure_logging changes the whole process: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
+pytestmark = pytest.mark.usefixtures("isolated_logging")
 
 
 def settings(**changes: Any) -> Settings:
