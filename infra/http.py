@@ -3,11 +3,13 @@ context (correlation id, traceparent) and the limits on request bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -20,6 +22,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from nats.aio.client import Client as NATS
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
 from psycopg_pool import AsyncConnectionPool
+
+from infra.db import make_pool
+from infra.nats import connect
+from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -187,22 +193,67 @@ Check = Callable[[], Awaitable[None]]
 class Connected(Protocol):
     """What a service's readiness is made of: its PostgreSQL pool and NATS connection."""
 
-    pool: AsyncConnectionPool
-    nats: NATS | None
+    @property
+    def links(self) -> Links: ...
 
 
 def readiness_checks(services: Connected) -> dict[str, Check]:
     """The readiness of CONTRACT.md: PostgreSQL answers, NATS is connected."""
 
     async def postgres() -> None:
-        async with services.pool.connection(timeout=2) as conn:
+        async with services.links.pool.connection(timeout=2) as conn:
             await conn.execute("SELECT 1")
 
     async def nats() -> None:
-        if services.nats is None or not services.nats.is_connected:
+        nc = services.links.nats
+        if nc is None or not nc.is_connected:
             raise ConnectionError("nats is not connected")
 
     return {"postgres": postgres, "nats": nats}
+
+
+@contextlib.asynccontextmanager
+async def connections(settings: Settings, name: str) -> AsyncIterator[Links]:
+    """A service's PostgreSQL pool and NATS connection for the life of the app.
+
+    NATS is not needed to serve (only readiness reports it), so it is connected in the
+    background and retried until it answers; the app starts either way.
+    """
+    assert settings.database_url, "set HUBBUB_DATABASE_URL (the CLI does it for embedded servers)"
+    pool = make_pool(settings.database_url, min_size=2, max_size=16, name=name)
+    await pool.open()
+    links = Links(pool)
+
+    async def attach() -> None:
+        delay = 0.5
+        while settings.nats_url:
+            try:
+                links.nats = await connect(settings.nats_url, name=name)
+                return
+            except Exception as e:  # nats-py raises a variety; readiness shows the state
+                log.warning("nats not reachable yet", error=repr(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    attaching = asyncio.create_task(attach())
+    try:
+        yield links
+    finally:
+        attaching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await attaching
+        if links.nats is not None:
+            with contextlib.suppress(Exception):
+                await links.nats.close()
+        await pool.close()
+
+
+@dataclass
+class Links:
+    """A service's connections; `nats` is None until it has connected."""
+
+    pool: AsyncConnectionPool
+    nats: NATS | None = None
 
 
 def service_app(
@@ -219,7 +270,8 @@ def service_app(
 ) -> Litestar:
     """A Hubbub HTTP service: its routes plus health and metrics, problem+json errors,
     request context, the body limit and the OpenAPI document at /schema/openapi.json.
-    The lifespan must put an object with `pool` and `nats` at `app.state.services`."""
+    The lifespan must put an object with `links` (from `connections`) at
+    `app.state.services`."""
     return Litestar(
         route_handlers=[
             *route_handlers,

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 
 from infra import http
-from infra.db import make_pool
-from infra.nats import connect
 from infra.settings import Settings
 from projections.registry import ALL
 from projections.runtime import ensure_schema
@@ -26,24 +24,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         assert settings.database_url
-        pool = make_pool(settings.database_url, min_size=2, max_size=16, name="hubbub-read-api")
-        await pool.open()
-        async with pool.connection() as conn:  # the projector creates them too; whoever is first
-            for projection in ALL:
-                await ensure_schema(conn, projection)
-        freshness = Freshness(settings.database_url, pool, [p.name for p in ALL])
-        await freshness.start()
-        app.state.services = Services(settings, pool, freshness)
-        if settings.nats_url:
-            with contextlib.suppress(Exception):  # readiness reports it
-                app.state.services.nats = await connect(settings.nats_url, name="hubbub-read-api")
-        try:
-            yield
-        finally:
-            if app.state.services.nats is not None:
-                await app.state.services.nats.close()
-            await freshness.close()
-            await pool.close()
+        async with http.connections(settings, "hubbub-read-api") as links:
+            async with links.pool.connection() as conn:  # the projector makes them too
+                for projection in ALL:
+                    await ensure_schema(conn, projection)
+            freshness = Freshness(settings.database_url, links.pool, [p.name for p in ALL])
+            await freshness.start()
+            app.state.services = Services(settings, links, freshness)
+            try:
+                yield
+            finally:
+                await freshness.close()
 
     return http.service_app(
         service="read-api",

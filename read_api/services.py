@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar, Request
-from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
+from infra.http import Links
 from infra.settings import Settings
 from read_api.freshness import Freshness
 
@@ -16,9 +16,12 @@ from read_api.freshness import Freshness
 @dataclass
 class Services:
     settings: Settings
-    pool: AsyncConnectionPool
+    links: Links
     freshness: Freshness
-    nats: NATS | None = None
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self.links.pool
 
     @classmethod
     def of(cls, app: Litestar) -> Services:

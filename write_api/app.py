@@ -9,8 +9,6 @@ from litestar import Litestar
 
 from commands.errors import DomainError
 from infra import http
-from infra.db import make_pool
-from infra.nats import connect
 from infra.settings import Settings
 from infra.store import EventStore
 from write_api import auth
@@ -26,23 +24,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        assert settings.database_url
-        pool = make_pool(settings.database_url, min_size=2, max_size=16, name="hubbub-write-api")
-        await pool.open()
-        passwords = Passwords()
-        app.state.services = Services(settings, pool, EventStore(pool), passwords)
-        if settings.nats_url:
-            with contextlib.suppress(Exception):  # readiness reports it; commands don't need it
-                app.state.services.nats = await connect(settings.nats_url, name="hubbub-write-api")
-        try:
-            yield
-        finally:
-            if app.state.services.nats is not None:
-                await app.state.services.nats.close()
-            if app.state.services.store.notifier is not None:
-                await app.state.services.store.notifier.close()
-            await pool.close()
-            passwords.close()
+        async with http.connections(settings, "hubbub-write-api") as links:
+            store = EventStore(links.pool)
+            passwords = Passwords()
+            app.state.services = Services(settings, links, store, passwords)
+            try:
+                yield
+            finally:
+                if store.notifier is not None:
+                    await store.notifier.close()
+                passwords.close()
 
     return http.service_app(
         service="write-api",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from litestar import Litestar, Request
-from nats.aio.client import Client as NATS
-from psycopg_pool import AsyncConnectionPool
 
+from infra.http import Links
 from infra.settings import Settings
 from infra.store import EventStore
 from write_api.passwords import Passwords
@@ -16,10 +15,9 @@ from write_api.passwords import Passwords
 @dataclass
 class Services:
     settings: Settings
-    pool: AsyncConnectionPool
+    links: Links
     store: EventStore
     passwords: Passwords
-    nats: NATS | None = None
 
     @classmethod
     def of(cls, app: Litestar) -> Services:

@@ -3,6 +3,7 @@ GET /v1/users/{id}, over real HTTP, PostgreSQL and NATS."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -182,7 +183,12 @@ async def test_read_side_errors(stack: Stack) -> None:
 async def test_health_metrics_and_openapi(stack: Stack, side: str) -> None:
     client = stack.write if side == "write" else stack.read
     assert (await client.get("/health/live")).json() == {"status": "ok"}
-    ready = await client.get("/health/ready")
+    for _ in range(100):  # NATS attaches in the background: not ready until it has
+        ready = await client.get("/health/ready")
+        if ready.status_code == 200:
+            break
+        assert ready.status_code == 503 and ready.json()["checks"]["postgres"] == "ok"
+        await asyncio.sleep(0.05)
     assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "nats": "ok"}
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and "hubbub_http_request_seconds" in metrics.text
