@@ -159,15 +159,16 @@ _APPEND_SQL: Final = (
 # expected version; a racing writer of the same version fails on the unique index instead,
 # and a used idempotency key on the idempotency_keys primary key (so the whole statement,
 # event included, is undone).
-_APPEND_ONE_SQL: Final = """
-WITH head AS (
-    SELECT coalesce(h.stream_version, 0) AS v,
-           coalesce(h.hash, '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS h
+_GENESIS_SQL: Final = "'\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea"
+_HEAD_LOOKUP: Final = f"""
+    SELECT coalesce(h.stream_version, 0) AS v, coalesce(h.hash, {_GENESIS_SQL}) AS h
     FROM (SELECT 1) AS one
     LEFT JOIN LATERAL (
         SELECT stream_version, hash FROM events WHERE stream_id = %s
         ORDER BY stream_version DESC LIMIT 1
-    ) AS h ON true
+    ) AS h ON true"""
+_APPEND_ONE_SQL: Final = """
+WITH head AS ({head}
 ), ins AS (
     INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
                         recorded_at, data, metadata, prev_hash, hash)
@@ -181,14 +182,18 @@ WITH head AS (
 ){idem}
 SELECT pg_current_xact_id(), ins.position, ins.stream_version, ins.recorded_at FROM ins
 """
+# Without a key the idempotency CTE still costs ~10 us of server CPU: left out then.
 _IDEM_CTE: Final = """, idem AS (
     INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
     SELECT %s, %s, %s, %s, ins.position FROM ins
 )"""
-# Parameters in order of appearance: see _append_one.
-# Without a key the idempotency CTE still costs ~10 us of server CPU: leave it out.
-_APPEND_ONE_IDEM_SQL: Final = _APPEND_ONE_SQL.replace("{idem}", _IDEM_CTE)
-_APPEND_ONE_PLAIN_SQL: Final = _APPEND_ONE_SQL.replace("{idem}", "")
+# With or without an idempotency key; parameters in order of appearance, see _append_one.
+_APPEND_ONE: Final = {
+    idem: _APPEND_ONE_SQL.replace("{head}", _HEAD_LOOKUP).replace(
+        "{idem}", _IDEM_CTE if idem else ""
+    )
+    for idem in (False, True)
+}
 
 # Only transactions that have ended lie below our snapshot's xmin: nothing can appear
 # there any more, so reading up to it never skips an event committed late.
@@ -325,6 +330,10 @@ class EventStore:
         except psycopg.Error as e:
             conflict = _conflict(e, streams, expected)
             if conflict is not None:
+                if e.sqlstate == "23505" and conn is None:
+                    # The index names the version we collided with; say where it is now.
+                    actual = await self.version_of(conflict.stream_id)
+                    conflict = ConcurrencyError(conflict.stream_id, conflict.expected, actual)
                 raise conflict from e
             if (
                 idempotency is not None
@@ -353,15 +362,14 @@ class EventStore:
         given: psycopg.AsyncConnection[Any] | None,
     ) -> AppendResult:
         # (stream, event_id, stream, stream, type, schema_version, data, metadata, digest,
-        #  expected, expected) in the order _APPEND_ONE_SQL names them.
+        #  expected, expected[, idempotency]) in the order the statement names them.
         params: tuple[Any, ...] = (
             stream, event_id, stream, stream, type, schema_version, data[0], metadata[0], digest,
             expected, expected,
         )  # fmt: skip
-        query = _APPEND_ONE_PLAIN_SQL
         if idem is not None:
-            query = _APPEND_ONE_IDEM_SQL
             params += (idem.scope, idem.key, idem.request_hash, idem.response.decode())
+        query = _APPEND_ONE[idem is not None]
         if given is None:
             async with self.pool.connection() as conn:  # the hot path: no extra wrapper
                 return await self._execute_one(conn, query, params, stream, expected)
@@ -431,6 +439,16 @@ class EventStore:
         else:
             async with self.pool.connection() as conn:
                 yield conn
+
+    async def version_of(self, stream_id: str) -> int:
+        """How many events the stream has (0: it does not exist)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = %s",
+                (stream_id,),
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def find_idempotent(self, scope: str, key: str) -> AppendResult | None:
         """The first result recorded under an idempotency key, if the key was used."""
