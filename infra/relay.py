@@ -159,16 +159,11 @@ class Relay:
                 if saving is not None:
                     await saving
 
-    async def _wait_for_notify(
-        self, leader: psycopg.AsyncConnection[object], stop: asyncio.Event
-    ) -> None:
-        waiter = asyncio.ensure_future(stop.wait())
-        try:
-            notifies = leader.notifies(timeout=self.idle_poll_s, stop_after=1)
-            async for _ in notifies:
-                break
-        finally:
-            waiter.cancel()
+    async def _wait_for_notify(self, leader: psycopg.AsyncConnection[object], stop: asyncio.Event) -> None:
+        """Until a writer's NOTIFY or `idle_poll_s`, whichever is first (then the caller polls;
+        `stop` is seen within that time)."""
+        async for _ in leader.notifies(timeout=self.idle_poll_s, stop_after=1):
+            break
 
     async def load_checkpoint(self) -> Checkpoint:
         """Where publishing resumes."""
