@@ -86,25 +86,22 @@ def category_of(stream_id: str) -> str:
     return stream_id.split("-", 1)[0]
 
 
-def _framed(*parts: bytes) -> bytes:
-    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-
-
 def content_digest(
     event_id: UUID, stream_id: str, type: str, schema_version: int, data: bytes, metadata: bytes
 ) -> bytes:
-    """SHA-256 over everything the writer decides about an event, length-framed."""
-    return hashlib.sha256(
-        b"hubbub-event-v1"
-        + _framed(
-            event_id.bytes,
-            stream_id.encode(),
-            type.encode(),
-            schema_version.to_bytes(4, "big"),
-            data,
-            metadata,
-        )
-    ).digest()
+    """SHA-256 over everything the writer decides about an event, each part length-framed."""
+    h = hashlib.sha256(b"hubbub-event-v1")
+    for part in (
+        event_id.bytes,
+        stream_id.encode(),
+        type.encode(),
+        schema_version.to_bytes(4, "big"),
+        data,
+        metadata,
+    ):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
 
 
 def chain_hash(prev_hash: bytes, stream_version: int, recorded_micros: int, digest: bytes) -> bytes:
