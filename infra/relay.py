@@ -159,7 +159,9 @@ class Relay:
                 if saving is not None:
                     await saving
 
-    async def _wait_for_notify(self, leader: psycopg.AsyncConnection[object], stop: asyncio.Event) -> None:
+    async def _wait_for_notify(
+        self, leader: psycopg.AsyncConnection[object], stop: asyncio.Event
+    ) -> None:
         """Until a writer's NOTIFY or `idle_poll_s`, whichever is first (then the caller polls;
         `stop` is seen within that time)."""
         async for _ in leader.notifies(timeout=self.idle_poll_s, stop_after=1):
