@@ -135,19 +135,20 @@ async def apply_batch(
     `expected`: the caller reloads it and decides again.
     """
     wanted = [envelope_of(e) for e in events if e.type in projection.types]
+    # The claim moves the checkpoint only from where we expect it (a concurrent applier
+    # waits on that row, then finds it moved) and otherwise aborts the transaction, so the
+    # whole batch is one pipelined round trip: we learn the outcome from the commit.
     claim = sql.SQL(
-        "UPDATE {}.checkpoint SET txid = %s::xid8, position = %s, updated_at = now()"
-        " WHERE id = 1 AND txid = %s::xid8 AND position = %s RETURNING 1"
+        "WITH claimed AS (UPDATE {}.checkpoint SET txid = %s::xid8, position = %s, updated_at = now()"
+        " WHERE id = 1 AND txid = %s::xid8 AND position = %s RETURNING 1)"
+        " SELECT hubbub_require(count(*) = 1, 'checkpoint moved') FROM claimed"
     ).format(sql.Identifier(schema))
     try:
-        # One round trip for the whole batch: the statements are pipelined, and the
-        # checkpoint is claimed by the first of them, fenced on where we expect it to be
-        # (a concurrent applier waits on that row, then finds it moved).
         async with conn.pipeline(), conn.transaction():
             # Losing this commit in a crash is harmless: rows and checkpoint go together,
             # and the events are applied again from the store. No need to wait for fsync.
             await conn.execute("SET LOCAL synchronous_commit = off")
-            claimed = await conn.execute(
+            await conn.execute(
                 claim, (str(upto.txid), upto.position, str(expected.txid), expected.position)
             )
             if wanted:
@@ -157,12 +158,8 @@ async def apply_batch(
                     "SELECT pg_notify(%s, %s)",
                     (NOTIFY_CHANNEL, f"{projection.name}:{upto.token()}"),
                 )
-            if await claimed.fetchone() is None:
-                raise _Moved
-    except _Moved:
+    except psycopg.Error as e:
+        if e.sqlstate != "HB001":
+            raise
         raise CheckpointMoved(await read_checkpoint(conn, schema)) from None
     return Applied(upto, len(events))
-
-
-class _Moved(Exception):
-    """Rolls the batch back when its checkpoint claim found the checkpoint elsewhere."""

@@ -83,6 +83,16 @@ CREATE TABLE relay_chain (
     PRIMARY KEY (txid, position)
 );
 
+-- Lets one statement of a pipelined transaction refuse to go on (SQLSTATE HB001), so a
+-- client learns of a failed precondition from the commit instead of an extra round trip.
+CREATE FUNCTION hubbub_require(ok boolean, what text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF ok IS NOT TRUE THEN
+        RAISE EXCEPTION 'hubbub: %', what USING ERRCODE = 'HB001';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION hubbub_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'hubbub: % on % is refused: the log is append-only', TG_OP, TG_TABLE_NAME
@@ -102,6 +112,7 @@ CREATE TRIGGER relay_chain_no_truncate BEFORE TRUNCATE ON relay_chain
 DOWNGRADE = r"""
 DROP TABLE IF EXISTS relay_chain, relay_checkpoint, idempotency_keys, events;
 DROP FUNCTION IF EXISTS hubbub_refuse_change;
+DROP FUNCTION IF EXISTS hubbub_require;
 """
 
 
