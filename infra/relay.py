@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import psycopg
@@ -129,6 +130,9 @@ class Relay:
             log.info("relay is the leader")
             self.leading.set()
             await leader.execute("LISTEN hubbub_events")
+            # Checkpoints are written on this connection, with asynchronous commit: one lost
+            # in a crash only means republishing, which JetStream and consumers absorb.
+            await leader.execute("SET synchronous_commit = off")
             checkpoint = await self.load_checkpoint()
             last_busy = time.monotonic()
             # The checkpoint of one batch is written while the next is read and published;
@@ -142,7 +146,9 @@ class Relay:
                         advanced = advance(checkpoint, events)
                         if saving is not None:
                             await saving
-                        saving = asyncio.create_task(self.write_checkpoint(checkpoint, advanced))
+                        saving = asyncio.create_task(
+                            self.write_checkpoint(leader, checkpoint, advanced)
+                        )
                         checkpoint = advanced
                         last_busy = time.monotonic()
                         continue
@@ -219,37 +225,26 @@ class Relay:
         RELAY_POSITION.set(events[-1].position)
         RELAY_LAG_SECONDS.set(max(0.0, time.time() - events[-1].recorded_at.timestamp()))
 
-    async def save_checkpoint(
-        self, checkpoint: Checkpoint, events: Sequence[RecordedEvent]
-    ) -> Checkpoint:
-        """Advance the checkpoint and the global chain past `events`."""
-        advanced = advance(checkpoint, events)
-        await self.write_checkpoint(checkpoint, advanced)
-        return advanced
+    async def write_checkpoint(
+        self, conn: psycopg.AsyncConnection[Any], old: Checkpoint, new: Checkpoint
+    ) -> None:
+        """Move the checkpoint from `old` to `new` and anchor the chain, in one statement.
 
-    async def write_checkpoint(self, old: Checkpoint, new: Checkpoint) -> None:
-        """Move the checkpoint from `old` to `new` and anchor the chain, in one round trip.
-
-        Asynchronous commit is safe here: a checkpoint lost in a crash only means
-        republishing, which JetStream and the consumers absorb; the chain is recomputed the
-        same way. The fence (`old` in the WHERE clause) stops a relay that lost its
-        leadership unawares.
+        The fence (`old` in the WHERE clause) stops a relay that lost its leadership
+        unawares.
         """
-        async with self.pool.connection() as conn:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute("SET LOCAL synchronous_commit = off")
-                cur = await conn.execute(
-                    "WITH moved AS (UPDATE relay_checkpoint SET txid = %s::xid8, position = %s,"
-                    " chain_hash = %s, event_count = %s, updated_at = now()"
-                    " WHERE id = 1 AND txid = %s::xid8 AND position = %s RETURNING 1)"
-                    " INSERT INTO relay_chain (txid, position, chain_hash, event_count)"
-                    " SELECT %s::xid8, %s, %s, %s FROM moved",
-                    (str(new.at.txid), new.at.position, new.chain_hash, new.event_count,
-                     str(old.at.txid), old.at.position,
-                     str(new.at.txid), new.at.position, new.chain_hash, new.event_count),
-                )  # fmt: skip
-            if cur.rowcount != 1:
-                raise LostLeadership("the relay checkpoint moved under us")
+        cur = await conn.execute(
+            "WITH moved AS (UPDATE relay_checkpoint SET txid = %s::xid8, position = %s,"
+            " chain_hash = %s, event_count = %s, updated_at = now()"
+            " WHERE id = 1 AND txid = %s::xid8 AND position = %s RETURNING 1)"
+            " INSERT INTO relay_chain (txid, position, chain_hash, event_count)"
+            " SELECT %s::xid8, %s, %s, %s FROM moved",
+            (str(new.at.txid), new.at.position, new.chain_hash, new.event_count,
+             str(old.at.txid), old.at.position,
+             str(new.at.txid), new.at.position, new.chain_hash, new.event_count),
+        )  # fmt: skip
+        if cur.rowcount != 1:
+            raise LostLeadership("the relay checkpoint moved under us")
 
 
 def advance(checkpoint: Checkpoint, events: Sequence[RecordedEvent]) -> Checkpoint:
