@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import nats
 import psycopg
 import pytest
 import pytest_asyncio
@@ -93,6 +95,24 @@ def _servers() -> Iterator[Servers]:
 def servers() -> Iterator[Servers]:
     with _servers() as s:
         yield s
+        asyncio.run(_delete_streams(s.nats_url, stream_prefix()))
+
+
+def stream_prefix() -> str:
+    """Every JetStream stream this run creates starts with this."""
+    return f"HUBBUB_T{RUN_ID}".upper()
+
+
+async def _delete_streams(nats_url: str, prefix: str) -> None:
+    """Leave a shared NATS server as we found it."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(prefix):
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +157,7 @@ def make_settings(servers: Servers, database_url: str, tmp_path: Path) -> Settin
         database_url=database_url,
         nats_url=servers.nats_url,
         data_dir=tmp_path,
-        nats_stream=f"HUBBUB_T{RUN_ID}_{tag}".upper(),
+        nats_stream=f"{stream_prefix()}_{tag}".upper(),
         subject_prefix=f"t{RUN_ID}{tag}.",
         jwt_secret="test-secret-" + RUN_ID,
     )
