@@ -47,6 +47,11 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Read the HUBBUB_* variables; unset URLs mean embedded servers."""
+        jwt_secret = _env("HUBBUB_JWT_SECRET")
+        if jwt_secret is not None and len(jwt_secret.encode()) < 32:
+            raise ValueError(
+                "HUBBUB_JWT_SECRET must be at least 32 bytes (HS256 keys shorter than the hash are weak)"
+            )
         log_format = _env("HUBBUB_LOG_FORMAT", "console") or "console"
         if log_format not in ("json", "console"):
             raise ValueError(f"HUBBUB_LOG_FORMAT must be json or console, got {log_format!r}")
@@ -62,7 +67,7 @@ class Settings:
             log_format=log_format,
             nats_stream=_env("HUBBUB_NATS_STREAM", "HUBBUB_EVENTS") or "HUBBUB_EVENTS",
             subject_prefix=_env("HUBBUB_NATS_SUBJECT_PREFIX", "") or "",
-            jwt_secret=_env("HUBBUB_JWT_SECRET"),
+            jwt_secret=jwt_secret,
         )
 
     def to_env(self) -> dict[str, str]:

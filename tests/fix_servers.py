@@ -159,7 +159,7 @@ def make_settings(servers: Servers, database_url: str, tmp_path: Path) -> Settin
         data_dir=tmp_path,
         nats_stream=f"{stream_prefix()}_{tag}".upper(),
         subject_prefix=f"t{RUN_ID}{tag}.",
-        jwt_secret="test-secret-" + RUN_ID,
+        jwt_secret=f"test-secret-{RUN_ID}-" + "k" * 32,
     )
 
 

@@ -110,3 +110,11 @@ def test_redact_hides_only_the_password() -> None:
     assert cli.redact("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert cli.redact("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
     assert cli.redact(None) == "-"
+
+
+def test_a_short_jwt_secret_is_one_line_and_exit_code_2() -> None:
+    result = runner.invoke(cli.app, ["migrate"], env={"HUBBUB_JWT_SECRET": "too-short"})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "hubbub: HUBBUB_JWT_SECRET must be at least 32 bytes (HS256 keys shorter than the hash are weak)"
+    ]
