@@ -9,7 +9,7 @@ from typing import assert_never
 import msgspec
 
 from commands.errors import DomainError
-from events.user import UserEvent, UsernameClaimed, UserRegistered
+from events.user import PasswordChanged, UserEvent, UsernameClaimed, UserRegistered
 
 
 class UsernameTaken(DomainError):
@@ -39,6 +39,7 @@ class Registered(msgspec.Struct, frozen=True, kw_only=True):
     username: str
     display_name: str
     password_hash: str
+    roles: frozenset[str] = frozenset()
 
 
 UserState = NoUser | Registered
@@ -55,6 +56,10 @@ def evolve(state: UserState, event: UserEvent) -> UserState:
                 display_name=event.display_name,
                 password_hash=event.password_hash,
             )
+        case PasswordChanged():
+            if isinstance(state, Registered):
+                return msgspec.structs.replace(state, password_hash=event.password_hash)
+            return state
         case UsernameClaimed():
             return state
         case _:
@@ -66,6 +71,29 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
 
     user: UserState
     username_claimed: bool
+
+
+class ChangePassword(msgspec.Struct, frozen=True, kw_only=True):
+    password_hash: str
+    reason: str
+    at: datetime
+
+
+class NoSuchUser(DomainError):
+    code = "user_not_found"
+    status = 404
+
+
+def decide_password(command: ChangePassword, state: UserState) -> list[UserEvent]:
+    """A new password hash for an existing user."""
+    match state:
+        case Registered():
+            return [PasswordChanged(user_id=state.user_id, password_hash=command.password_hash,
+                                    reason=command.reason, changed_at=command.at)]  # fmt: skip
+        case NoUser():
+            raise NoSuchUser("no such user")
+        case _:
+            assert_never(state)
 
 
 def decide(command: RegisterUser, state: Registration) -> list[UserEvent]:

@@ -13,12 +13,26 @@ from typing import Any
 import msgspec
 
 from events.session import SessionRefreshed, SessionRevoked, SessionStarted
-from events.user import UsernameClaimed, UserRegistered
+from events.user import PasswordChanged, UsernameClaimed, UserRegistered
 
-Event = UsernameClaimed | UserRegistered | SessionStarted | SessionRefreshed | SessionRevoked
+Event = (
+    UsernameClaimed
+    | UserRegistered
+    | PasswordChanged
+    | SessionStarted
+    | SessionRefreshed
+    | SessionRevoked
+)
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
     cls.__name__: cls
-    for cls in (UsernameClaimed, UserRegistered, SessionStarted, SessionRefreshed, SessionRevoked)
+    for cls in (
+        UsernameClaimed,
+        UserRegistered,
+        PasswordChanged,
+        SessionStarted,
+        SessionRefreshed,
+        SessionRevoked,
+    )
 }
 # The schema version new events of each type are written with.
 SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TYPES, 1)

@@ -26,7 +26,16 @@ class UserRegistered(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     registered_at: datetime
 
 
-UserEvent = UsernameClaimed | UserRegistered
+class PasswordChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A new argon2id hash: the user changed the password, or the parameters changed."""
+
+    user_id: str
+    password_hash: str
+    reason: str  # changed | rehash
+    changed_at: datetime
+
+
+UserEvent = UsernameClaimed | UserRegistered | PasswordChanged
 
 
 def user_stream(user_id: str) -> str:
@@ -42,7 +51,7 @@ def stream_of(event: UserEvent) -> str:
     match event:
         case UsernameClaimed():
             return username_stream(event.username)
-        case UserRegistered():
+        case UserRegistered() | PasswordChanged():
             return user_stream(event.user_id)
         case _:
             assert_never(event)

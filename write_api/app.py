@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
@@ -11,13 +12,17 @@ from commands.errors import DomainError
 from infra import http
 from infra.settings import Settings
 from infra.store import EventStore
-from write_api import auth
+from infra.tokens import Tokens
+from write_api import auth, sessions
 from write_api.errors import on_domain_error
 from write_api.passwords import Passwords
 from write_api.services import Services, services
+from write_api.throttle import LoginThrottle, ThrottlePolicy
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, throttle_policy: ThrottlePolicy | None = None
+) -> Litestar:
     """The write API application (uvicorn factory)."""
     settings = settings or Settings.from_env()
     assert settings.database_url, "set HUBBUB_DATABASE_URL (the CLI does it for embedded servers)"
@@ -27,7 +32,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         async with http.connections(settings, "hubbub-write-api") as links:
             store = EventStore(links.pool)
             passwords = Passwords()
-            app.state.services = Services(settings, links, store, passwords)
+            app.state.services = Services(
+                settings, links, store, passwords,
+                tokens=Tokens(settings.resolved_jwt_secret()),
+                throttle=LoginThrottle(links.pool, throttle_policy),
+                dummy_hash=await passwords.hash(secrets.token_urlsafe(16)),
+            )  # fmt: skip
             try:
                 yield
             finally:
@@ -38,7 +48,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return http.service_app(
         service="write-api",
         title="Hubbub write API",
-        route_handlers=[auth.register],
+        route_handlers=[auth.register, sessions.login, sessions.refresh, sessions.logout],
         lifespan=lifespan,
         provide_services=services,
         exception_handlers={DomainError: on_domain_error},

@@ -54,5 +54,12 @@ class Passwords:
 
         return await self._run(check)
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when the hash was made with other parameters than ours."""
+        try:
+            return self.hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -9,7 +9,9 @@ from litestar import Litestar, Request
 from infra.http import Links
 from infra.settings import Settings
 from infra.store import EventStore
+from infra.tokens import Tokens
 from write_api.passwords import Passwords
+from write_api.throttle import LoginThrottle
 
 
 @dataclass
@@ -18,6 +20,9 @@ class Services:
     links: Links
     store: EventStore
     passwords: Passwords
+    tokens: Tokens
+    throttle: LoginThrottle
+    dummy_hash: str  # what an unknown username's password is checked against
 
     @classmethod
     def of(cls, app: Litestar) -> Services:

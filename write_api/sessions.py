@@ -1,0 +1,234 @@
+"""Sign-in sessions: login, refresh (rotating the refresh token), logout.
+
+Refresh tokens are `<session_id>.<secret>`; only SHA-256 of the secret is stored. Login and
+refresh answer with secrets, so their responses are never stored for Idempotency-Key
+replay (that would keep tokens in the database); a retried login simply signs in again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from uuid_utils.compat import uuid7
+
+from commands import session as sessions
+from commands import user as users
+from events.session import SessionRevoked, session_stream
+from events.user import user_stream, username_stream
+from infra.http import Problem, correlation_of
+from infra.store import NO_STREAM, ConcurrencyError, StreamAppend
+from infra.tokens import InvalidToken
+from write_api.handling import MAX_ATTEMPTS, load, metadata, new_events
+from write_api.services import Services
+
+SESSION_LIFETIME = timedelta(days=30)
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class LogoutBody(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)] | None = None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(refresh_token: str) -> tuple[str, str]:
+    session_id, dot, secret = refresh_token.partition(".")
+    if not dot or not session_id or not secret or len(session_id) > 64:
+        raise sessions.InvalidRefreshToken("not a refresh token")
+    return session_id, secret
+
+
+async def _user(services: Services, username: str) -> tuple[users.Registered, int] | None:
+    """The registered user with this username, and its stream version."""
+    guard = await services.store.read_stream(username_stream(username), limit=1)
+    if not guard:
+        return None
+    user_id = msgspec.json.decode(guard[0].data)["user_id"]
+    state, version = await load(services.store, user_stream(user_id), users.INITIAL, users.evolve)
+    return (state, version) if isinstance(state, users.Registered) else None
+
+
+def _tokens_body(
+    services: Services, user: users.Registered, session_id: str, secret: str, position: str
+) -> dict[str, Any]:
+    access, ttl = services.tokens.issue(user.user_id, session_id, user.roles)
+    return {
+        "access_token": access,
+        "refresh_token": f"{session_id}.{secret}",
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "position": position,
+    }
+
+
+@post("/v1/auth/login", status_code=200, tags=["auth"], summary="Sign in")
+async def login(
+    request: Request[Any, Any, Any], data: JSONBody[LoginBody], services: NamedDependency[Services]
+) -> Response[dict[str, Any]]:
+    """Tokens for a good username and password; 401 invalid_credentials otherwise (the same
+    for an unknown username, after the same work); 429 after repeated failures."""
+    address = request.client.host if request.client else "unknown"
+    name = data.username.lower()
+    wait = await services.throttle.retry_after(name, address)
+    if wait > 0:
+        raise Problem(429, "too_many_attempts", "too many failed logins; wait before trying again",
+                      headers={"Retry-After": str(wait)})  # fmt: skip
+    found = await _user(services, name)
+    # An unknown username is checked against a dummy hash: the same time, the same answer.
+    password_hash = found[0].password_hash if found else services.dummy_hash
+    if not await services.passwords.verify(password_hash, data.password) or found is None:
+        await services.throttle.failed(name, address)
+        raise Problem(401, "invalid_credentials", "wrong username or password")
+    await services.throttle.succeeded(name)
+    user, version = found
+    correlation, traceparent = correlation_of(request)
+    meta = metadata(user.user_id, correlation, traceparent, None)
+    now = datetime.now(UTC)
+    appends = []
+    if services.passwords.needs_rehash(user.password_hash):
+        rehashed = await services.passwords.hash(data.password)
+        change = users.ChangePassword(password_hash=rehashed, reason="rehash", at=now)
+        appends.append(
+            StreamAppend(
+                user_stream(user.user_id),
+                version,
+                new_events(users.decide_password(change, user), meta),
+            )
+        )
+    session_id = str(uuid7())
+    secret = secrets.token_urlsafe(32)
+    start = sessions.StartSession(session_id=session_id, user_id=user.user_id, refresh_hash=_digest(secret),
+                                  at=now, expires_at=now + SESSION_LIFETIME)  # fmt: skip
+    appends.append(StreamAppend(session_stream(session_id), NO_STREAM,
+                                new_events(sessions.decide(start, sessions.INITIAL), meta)))  # fmt: skip
+    try:
+        result = await services.store.append(appends)
+    except ConcurrencyError:
+        # Someone changed the user meanwhile (a rehash by a parallel login): sign in without ours.
+        result = await services.store.append(appends[-1:])
+    position = result.position.token()
+    return Response(
+        _tokens_body(services, user, session_id, secret, position),
+        headers={**_NO_STORE, "X-Position": position},
+    )
+
+
+@post("/v1/auth/refresh", status_code=200, tags=["auth"], summary="Rotate the refresh token")
+async def refresh(
+    request: Request[Any, Any, Any],
+    data: JSONBody[RefreshBody],
+    services: NamedDependency[Services],
+) -> Response[dict[str, Any]]:
+    """A new token pair; the presented refresh token is spent. A spent one revokes the
+    whole session: 401 refresh_token_reused."""
+    session_id, secret = _split(data.refresh_token)
+    correlation, traceparent = correlation_of(request)
+    for attempt in range(MAX_ATTEMPTS):
+        state, version = await load(
+            services.store, session_stream(session_id), sessions.INITIAL, sessions.evolve
+        )
+        next_secret = secrets.token_urlsafe(32)
+        command = sessions.RefreshSession(
+            presented_hash=_digest(secret), next_hash=_digest(next_secret), at=datetime.now(UTC)
+        )
+        decided = sessions.decide(command, state)
+        user_id = state.user_id if isinstance(state, sessions.Active) else None
+        meta = metadata(user_id, correlation, traceparent, None)
+        try:
+            result = await services.store.append(
+                [StreamAppend(session_stream(session_id), version, new_events(decided, meta))]
+            )
+        except ConcurrencyError:
+            await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+            continue  # a parallel refresh or logout got there first: decide again
+        if any(isinstance(e, SessionRevoked) for e in decided):
+            raise sessions.RefreshTokenReused(
+                "this refresh token was already used; the session is revoked"
+            )
+        found = await _user_by_id(services, user_id)
+        if found is None:
+            raise sessions.InvalidRefreshToken("the session's user is gone")
+        position = result.position.token()
+        return Response(_tokens_body(services, found, session_id, next_secret, position),
+                        headers={**_NO_STORE, "X-Position": position})  # fmt: skip
+    raise Problem(
+        409, "too_much_contention", "the session is busy; try again", headers={"Retry-After": "1"}
+    )
+
+
+async def _user_by_id(services: Services, user_id: str | None) -> users.Registered | None:
+    if user_id is None:
+        return None
+    state, _ = await load(services.store, user_stream(user_id), users.INITIAL, users.evolve)
+    return state if isinstance(state, users.Registered) else None
+
+
+@post("/v1/auth/logout", status_code=204, tags=["auth"], summary="Sign out")
+async def logout(
+    request: Request[Any, Any, Any],
+    services: NamedDependency[Services],
+    data: JSONBody[LogoutBody | None] = None,
+) -> None:
+    """Revoke the session of the bearer token, or of the refresh token in the body."""
+    session_id: str | None = None
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Problem(401, "invalid_token", "Authorization must be 'Bearer <access token>'")
+        try:
+            session_id = services.tokens.verify(token).session_id
+        except InvalidToken as e:
+            raise Problem(401, "invalid_token", "the access token is not valid") from e
+    elif data is not None and data.refresh_token is not None:
+        candidate, secret = _split(data.refresh_token)
+        state, _ = await load(
+            services.store, session_stream(candidate), sessions.INITIAL, sessions.evolve
+        )
+        if not (isinstance(state, sessions.Active) and state.current_hash == _digest(secret)):
+            raise sessions.InvalidRefreshToken("unknown refresh token")
+        session_id = candidate
+    else:
+        raise Problem(
+            401, "unauthorized", "send the access token, or the refresh token in the body"
+        )
+    correlation, traceparent = correlation_of(request)
+    for _attempt in range(MAX_ATTEMPTS):
+        state, version = await load(
+            services.store, session_stream(session_id), sessions.INITIAL, sessions.evolve
+        )
+        decided = sessions.decide(
+            sessions.RevokeSession(reason="logout", at=datetime.now(UTC)), state
+        )
+        if not decided:
+            return None
+        user_id = state.user_id if isinstance(state, sessions.Active) else None
+        try:
+            await services.store.append([StreamAppend(session_stream(session_id), version,
+                                                      new_events(decided, metadata(user_id, correlation, traceparent, None)))])  # fmt: skip
+            return None
+        except ConcurrencyError:
+            continue
+    raise Problem(
+        409, "too_much_contention", "the session is busy; try again", headers={"Retry-After": "1"}
+    )
