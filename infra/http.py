@@ -267,6 +267,7 @@ def service_app(
         int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]
     ]
     | None = None,
+    dependencies: dict[str, Provide] | None = None,
 ) -> Litestar:
     """A Hubbub HTTP service: its routes plus health and metrics, problem+json errors,
     request context, the body limit and the OpenAPI document at /schema/openapi.json.
@@ -277,7 +278,10 @@ def service_app(
             *route_handlers,
             *health_handlers(lambda app: readiness_checks(app.state.services)),
         ],
-        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False),
+            **(dependencies or {}),
+        },
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, **(exception_handlers or {})},
         middleware=[RequestContext(service)],

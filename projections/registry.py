@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from projections import users
+from projections import sessions, users
 from projections.runtime import Projection
 
-ALL: tuple[Projection, ...] = (users,)
+ALL: tuple[Projection, ...] = (users, sessions)
 
 
 def by_name(name: str) -> Projection:

@@ -6,14 +6,18 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
+from litestar.di import Provide
 
 from infra import http
+from infra.auth import Authenticator
 from infra.settings import Settings
+from infra.tokens import Tokens
 from projections.registry import ALL
 from projections.runtime import ensure_schema
+from projections.sessions import RevokedSessions
 from read_api import users
 from read_api.freshness import Freshness
-from read_api.services import Services, services
+from read_api.services import Services, principal, services
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -30,16 +34,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     await ensure_schema(conn, projection)
             freshness = Freshness(settings.database_url, links.pool, [p.name for p in ALL])
             await freshness.start()
-            app.state.services = Services(settings, links, freshness)
+            revoked = RevokedSessions(links.pool)
+            await revoked.start()
+            auth = Authenticator(Tokens(settings.resolved_jwt_secret()), revoked)
+            app.state.services = Services(settings, links, freshness, auth)
             try:
                 yield
             finally:
+                await revoked.close()
                 await freshness.close()
 
     return http.service_app(
         service="read-api",
         title="Hubbub read API",
-        route_handlers=[users.get_user],
+        route_handlers=[users.get_user, users.get_me],
         lifespan=lifespan,
         provide_services=services,
+        dependencies={"principal": Provide(principal, sync_to_thread=False)},
     )

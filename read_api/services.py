@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar, Request
 from psycopg_pool import AsyncConnectionPool
 
+from infra.auth import Authenticator, Principal
 from infra.http import Links
 from infra.settings import Settings
 from read_api.freshness import Freshness
@@ -18,6 +19,7 @@ class Services:
     settings: Settings
     links: Links
     freshness: Freshness
+    auth: Authenticator
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -32,3 +34,8 @@ class Services:
 def services(request: Request[Any, Any, Any]) -> Services:
     """Dependency: the process's Services."""
     return Services.of(request.app)
+
+
+def principal(request: Request[Any, Any, Any]) -> Principal:
+    """Dependency: the authenticated caller (401 otherwise)."""
+    return Services.of(request.app).auth.principal(request)

@@ -9,6 +9,7 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from infra.auth import Principal
 from infra.http import Problem
 from read_api.consistency import fresh_enough
 from read_api.services import Services
@@ -34,4 +35,31 @@ async def get_user(
     if row is None:
         raise Problem(404, "user_not_found", "no such user", headers=headers)
     body = {"id": str(row[0]), "username": row[1], "display_name": row[2], "registered_at": row[3]}
+    return Response(body, headers=headers)
+
+
+@get("/v1/me", tags=["users"], summary="The caller's own account")
+async def get_me(
+    request: Request[Any, Any, Any],
+    services: NamedDependency[Services],
+    principal: NamedDependency[Principal],
+) -> Response[dict[str, Any]]:
+    """id, username, display_name and roles of the caller."""
+    headers = await fresh_enough(request, services, ["users"])
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT user_id, username, display_name FROM rm_users.users WHERE user_id = %s",
+            (uuid.UUID(principal.user_id),),
+            prepare=True,
+        )
+        row = await cur.fetchone()
+    if row is None:  # signed in a moment ago, before the users projection caught up
+        raise Problem(503, "not_yet_consistent", "your account is not in the read model yet",
+                      headers={**headers, "Retry-After": "1"})  # fmt: skip
+    body = {
+        "id": str(row[0]),
+        "username": row[1],
+        "display_name": row[2],
+        "roles": sorted(principal.roles),
+    }
     return Response(body, headers=headers)

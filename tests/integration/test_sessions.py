@@ -236,3 +236,39 @@ async def test_login_rehashes_a_password_made_with_other_parameters(stack: Stack
         assert (await login(stack.write, name)).status_code == 200  # and the new hash works
     finally:
         await pool.close()
+
+
+async def test_me_needs_a_valid_token_and_a_live_session(stack: Stack) -> None:
+    name, user_id = await new_user(stack.write)
+    tokens = (await login(stack.write, name)).json()
+    auth = {
+        "Authorization": f"Bearer {tokens['access_token']}",
+        "X-Min-Position": tokens["position"],
+    }
+    me = await stack.read.get("/v1/me", headers=auth)
+    assert me.status_code == 200, me.text
+    assert me.json() == {"id": user_id, "username": name, "display_name": name, "roles": []}
+    assert_problem(await stack.read.get("/v1/me"), 401, "unauthorized")
+    assert_problem(
+        await stack.read.get("/v1/me", headers={"Authorization": "Bearer x.y.z"}),
+        401,
+        "invalid_token",
+    )
+    assert_problem(
+        await stack.read.get("/v1/me", headers={"Authorization": tokens["access_token"]}),
+        401,
+        "invalid_token",
+    )
+
+    r = await stack.write.post(
+        "/v1/auth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert r.status_code == 204
+    loop = asyncio.get_running_loop()
+    revoked_at = loop.time()
+    while (await stack.read.get("/v1/me", headers=auth)).status_code == 200:
+        assert loop.time() - revoked_at < 1.0, (
+            "a revoked session's token still works after a second"
+        )
+        await asyncio.sleep(0.02)
+    assert_problem(await stack.read.get("/v1/me", headers=auth), 401, "session_revoked")
