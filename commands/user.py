@@ -9,7 +9,14 @@ from typing import assert_never
 import msgspec
 
 from commands.errors import DomainError
-from events.user import PasswordChanged, UserEvent, UsernameClaimed, UserRegistered
+from events.user import (
+    PasswordChanged,
+    RoleGranted,
+    RoleRevoked,
+    UserEvent,
+    UsernameClaimed,
+    UserRegistered,
+)
 
 
 class UsernameTaken(DomainError):
@@ -60,6 +67,14 @@ def evolve(state: UserState, event: UserEvent) -> UserState:
             if isinstance(state, Registered):
                 return msgspec.structs.replace(state, password_hash=event.password_hash)
             return state
+        case RoleGranted():
+            if isinstance(state, Registered):
+                return msgspec.structs.replace(state, roles=state.roles | {event.role})
+            return state
+        case RoleRevoked():
+            if isinstance(state, Registered):
+                return msgspec.structs.replace(state, roles=state.roles - {event.role})
+            return state
         case UsernameClaimed():
             return state
         case _:
@@ -94,6 +109,52 @@ def decide_password(command: ChangePassword, state: UserState) -> list[UserEvent
             raise NoSuchUser("no such user")
         case _:
             assert_never(state)
+
+
+ROLES = frozenset({"admin", "auditor", "operator"})
+
+
+class UnknownRole(DomainError):
+    code = "unknown_role"
+    status = 422
+
+
+class GrantRole(msgspec.Struct, frozen=True, kw_only=True):
+    role: str
+    by: str
+    at: datetime
+
+
+class RevokeRole(msgspec.Struct, frozen=True, kw_only=True):
+    role: str
+    by: str
+    at: datetime
+
+
+def decide_role(command: GrantRole | RevokeRole, state: UserState) -> list[UserEvent]:
+    """Grant or revoke a role; doing what is already done appends nothing."""
+    if command.role not in ROLES:
+        raise UnknownRole(f"no role {command.role!r}; roles are {', '.join(sorted(ROLES))}")
+    match state:
+        case NoUser():
+            raise NoSuchUser("no such user")
+        case Registered():
+            pass
+        case _:
+            assert_never(state)
+    match command:
+        case GrantRole():
+            if command.role in state.roles:
+                return []
+            return [RoleGranted(user_id=state.user_id, role=command.role, granted_by=command.by,
+                                granted_at=command.at)]  # fmt: skip
+        case RevokeRole():
+            if command.role not in state.roles:
+                return []
+            return [RoleRevoked(user_id=state.user_id, role=command.role, revoked_by=command.by,
+                                revoked_at=command.at)]  # fmt: skip
+        case _:
+            assert_never(command)
 
 
 def decide(command: RegisterUser, state: Registration) -> list[UserEvent]:

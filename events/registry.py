@@ -13,12 +13,14 @@ from typing import Any
 import msgspec
 
 from events.session import SessionRefreshed, SessionRevoked, SessionStarted
-from events.user import PasswordChanged, UsernameClaimed, UserRegistered
+from events.user import PasswordChanged, RoleGranted, RoleRevoked, UsernameClaimed, UserRegistered
 
 Event = (
     UsernameClaimed
     | UserRegistered
     | PasswordChanged
+    | RoleGranted
+    | RoleRevoked
     | SessionStarted
     | SessionRefreshed
     | SessionRevoked
@@ -29,6 +31,8 @@ EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
         UsernameClaimed,
         UserRegistered,
         PasswordChanged,
+        RoleGranted,
+        RoleRevoked,
         SessionStarted,
         SessionRefreshed,
         SessionRevoked,

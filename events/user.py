@@ -35,7 +35,21 @@ class PasswordChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     changed_at: datetime
 
 
-UserEvent = UsernameClaimed | UserRegistered | PasswordChanged
+class RoleGranted(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    user_id: str
+    role: str  # admin | auditor | operator
+    granted_by: str  # a user id, or "cli" for the bootstrap
+    granted_at: datetime
+
+
+class RoleRevoked(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    user_id: str
+    role: str
+    revoked_by: str
+    revoked_at: datetime
+
+
+UserEvent = UsernameClaimed | UserRegistered | PasswordChanged | RoleGranted | RoleRevoked
 
 
 def user_stream(user_id: str) -> str:
@@ -51,7 +65,7 @@ def stream_of(event: UserEvent) -> str:
     match event:
         case UsernameClaimed():
             return username_stream(event.username)
-        case UserRegistered() | PasswordChanged():
+        case UserRegistered() | PasswordChanged() | RoleGranted() | RoleRevoked():
             return user_stream(event.user_id)
         case _:
             assert_never(event)

@@ -47,6 +47,8 @@ app = typer.Typer(
 )
 projections_app = typer.Typer(help="Inspect and rebuild read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
+users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 console = Console()
 
@@ -272,6 +274,37 @@ def projections_rebuild(
         f"[green]{name} rebuilt[/]: {result.events} events in {result.seconds:.1f} s"
         f" ({result.rate:,.0f} events/s){', resumed' if result.resumed else ''}"
     )
+
+
+@users_app.command("grant-role")
+def users_grant_role(
+    username: Annotated[str, typer.Argument(help="The user's username.")],
+    role: Annotated[str, typer.Argument(help="admin, auditor or operator.")],
+) -> None:
+    """Grant a role (how the first admin is made)."""
+    settings = resolve_urls(load_settings("users"))
+    from commands.user import UnknownRole
+    from infra.db import make_pool
+    from infra.store import EventStore
+    from write_api.admin import UnknownUser, grant_role
+
+    async def grant() -> object:
+        assert settings.database_url
+        pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-cli")
+        await pool.open()
+        try:
+            return await grant_role(EventStore(pool, notify=False), username, role)
+        finally:
+            await pool.close()
+
+    try:
+        with reporting_database_errors():
+            position = asyncio.run(grant())
+    except UnknownUser:
+        fail(f"no user called {username!r}", EXIT_CONFIG_ERROR)
+    except UnknownRole as e:
+        fail(str(e), EXIT_CONFIG_ERROR)
+    console.print(f"{username} is {role}" + (" (already was)" if position is None else ""))
 
 
 def main() -> None:

@@ -10,10 +10,10 @@ from psycopg import sql
 
 from events.envelope import Envelope
 from events.registry import decode
-from events.user import UserRegistered
+from events.user import RoleGranted, RoleRevoked, UserRegistered
 
 name = "users"
-types = frozenset({"UserRegistered"})
+types = frozenset({"UserRegistered", "RoleGranted", "RoleRevoked"})
 
 
 def ddl(schema: str) -> list[str]:
@@ -25,6 +25,7 @@ def ddl(schema: str) -> list[str]:
         " username text NOT NULL UNIQUE,"
         " display_name text NOT NULL,"
         " registered_at timestamptz NOT NULL,"
+        " roles text[] NOT NULL DEFAULT '{}',"
         " stream_version bigint NOT NULL)"
     ]
 
@@ -32,21 +33,47 @@ def ddl(schema: str) -> list[str]:
 async def apply(
     conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
 ) -> None:
-    """Insert registered users; a repeated event changes nothing."""
-    rows = []
+    """Registered users, and their roles; an event applied twice changes nothing (each
+    row remembers the stream version it has seen)."""
+    table = sql.SQL("{}.users").format(sql.Identifier(schema))
+    registered = []
     for envelope in events:
         event = decode(envelope.type, envelope.schema_version, envelope.data)
         if isinstance(event, UserRegistered):
-            rows.append(
+            registered.append(
                 (event.user_id, event.username, event.display_name, event.registered_at,
                  envelope.stream_version)
             )  # fmt: skip
-    if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {}.users (user_id, username, display_name, registered_at,"
-                    " stream_version) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id) DO NOTHING"
-                ).format(sql.Identifier(schema)),
-                rows,
+            continue
+        if registered:  # keep order: a role may follow its user's registration in one batch
+            await _insert(conn, table, registered)
+            registered = []
+        if isinstance(event, RoleGranted | RoleRevoked):
+            change = (
+                "array_append(array_remove(roles, %s), %s)"
+                if isinstance(event, RoleGranted)
+                else "array_remove(roles, %s)"
             )
+            params: tuple[Any, ...] = (
+                (event.role, event.role) if isinstance(event, RoleGranted) else (event.role,)
+            )
+            await conn.execute(
+                sql.SQL("UPDATE {} SET roles = " + change + ", stream_version = %s"
+                        " WHERE user_id = %s AND stream_version < %s").format(table),
+                (*params, envelope.stream_version, event.user_id, envelope.stream_version),
+            )  # fmt: skip
+    if registered:
+        await _insert(conn, table, registered)
+
+
+async def _insert(
+    conn: psycopg.AsyncConnection[Any], table: sql.Composable, rows: list[tuple[Any, ...]]
+) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            sql.SQL(
+                "INSERT INTO {} (user_id, username, display_name, registered_at, stream_version)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id) DO NOTHING"
+            ).format(table),
+            rows,
+        )

@@ -48,7 +48,7 @@ async def get_me(
     headers = await fresh_enough(request, services, ["users"])
     async with services.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT user_id, username, display_name FROM rm_users.users WHERE user_id = %s",
+            "SELECT user_id, username, display_name, roles FROM rm_users.users WHERE user_id = %s",
             (uuid.UUID(principal.user_id),),
             prepare=True,
         )
@@ -60,6 +60,6 @@ async def get_me(
         "id": str(row[0]),
         "username": row[1],
         "display_name": row[2],
-        "roles": sorted(principal.roles),
+        "roles": sorted(row[3]),  # current, not the token's snapshot
     }
     return Response(body, headers=headers)

@@ -7,16 +7,19 @@ import secrets
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
+from litestar.di import Provide
 
 from commands.errors import DomainError
 from infra import http
+from infra.auth import Authenticator
 from infra.settings import Settings
 from infra.store import EventStore
 from infra.tokens import Tokens
-from write_api import auth, sessions
+from projections.sessions import RevokedSessions
+from write_api import auth, roles, sessions
 from write_api.errors import on_domain_error
 from write_api.passwords import Passwords
-from write_api.services import Services, services
+from write_api.services import Services, principal, services
 from write_api.throttle import LoginThrottle, ThrottlePolicy
 
 
@@ -32,15 +35,19 @@ def create_app(
         async with http.connections(settings, "hubbub-write-api") as links:
             store = EventStore(links.pool)
             passwords = Passwords()
+            tokens = Tokens(settings.resolved_jwt_secret())
+            revoked = RevokedSessions(links.pool)
+            await revoked.start()
             app.state.services = Services(
-                settings, links, store, passwords,
-                tokens=Tokens(settings.resolved_jwt_secret()),
+                settings, links, store, passwords, tokens=tokens,
                 throttle=LoginThrottle(links.pool, throttle_policy),
                 dummy_hash=await passwords.hash(secrets.token_urlsafe(16)),
+                auth=Authenticator(tokens, revoked),
             )  # fmt: skip
             try:
                 yield
             finally:
+                await revoked.close()
                 if store.notifier is not None:
                     await store.notifier.close()
                 passwords.close()
@@ -48,7 +55,15 @@ def create_app(
     return http.service_app(
         service="write-api",
         title="Hubbub write API",
-        route_handlers=[auth.register, sessions.login, sessions.refresh, sessions.logout],
+        route_handlers=[
+            auth.register,
+            sessions.login,
+            sessions.refresh,
+            sessions.logout,
+            roles.grant_role,
+            roles.revoke_role,
+        ],
+        dependencies={"principal": Provide(principal, sync_to_thread=False)},
         lifespan=lifespan,
         provide_services=services,
         exception_handlers={DomainError: on_domain_error},

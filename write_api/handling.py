@@ -147,6 +147,9 @@ async def execute(
             if stored is not None:
                 return _replay(stored.stored_hash, stored.stored_response, stored.position, idem)
         decision = await attempt()
+        if not decision.appends:
+            # Nothing to do (already so): answer with where the log is; nothing to replay.
+            return Outcome(decision.response, await store.head())
         record = (
             Idempotency(
                 scope=idem.scope, key=idem.key, request_hash=idem.fingerprint,

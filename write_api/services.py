@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from litestar import Litestar, Request
 
+from infra.auth import Authenticator, Principal
 from infra.http import Links
 from infra.settings import Settings
 from infra.store import EventStore
@@ -23,6 +25,7 @@ class Services:
     tokens: Tokens
     throttle: LoginThrottle
     dummy_hash: str  # what an unknown username's password is checked against
+    auth: Authenticator
 
     @classmethod
     def of(cls, app: Litestar) -> Services:
@@ -33,3 +36,8 @@ class Services:
 def services(request: Request) -> Services:  # type: ignore[type-arg]
     """Dependency: the process's Services."""
     return Services.of(request.app)
+
+
+def principal(request: Request[Any, Any, Any]) -> Principal:
+    """Dependency: the authenticated caller (401 otherwise)."""
+    return Services.of(request.app).auth.principal(request)

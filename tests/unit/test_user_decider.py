@@ -43,3 +43,22 @@ def test_an_existing_user_id_is_refused() -> None:
     Decider(decide, u.evolve, u.INITIAL).given(registered).when(register).raises(
         u.UserAlreadyExists
     )
+
+
+def test_roles_are_granted_and_revoked_once() -> None:
+    from events.user import RoleGranted, RoleRevoked
+
+    roles = Decider(u.decide_role, u.evolve, u.INITIAL)
+    grant = u.GrantRole(role="auditor", by="admin-1", at=T0)
+    granted = RoleGranted(user_id="u1", role="auditor", granted_by="admin-1", granted_at=T0)
+    roles.given(registered).when(grant).then(granted)
+    roles.given(registered, granted).when(grant).then()  # already held: nothing to append
+    revoke = u.RevokeRole(role="auditor", by="admin-1", at=T0)
+    roles.given(registered, granted).when(revoke).then(
+        RoleRevoked(user_id="u1", role="auditor", revoked_by="admin-1", revoked_at=T0)
+    )
+    roles.given(registered).when(revoke).then()
+    roles.given(registered).when(u.GrantRole(role="root", by="admin-1", at=T0)).raises(
+        u.UnknownRole
+    )
+    roles.given().when(grant).raises(u.NoSuchUser)
