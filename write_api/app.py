@@ -60,6 +60,7 @@ def create_app(
             sessions.login,
             sessions.refresh,
             sessions.logout,
+            sessions.change_password,
             roles.grant_role,
             roles.revoke_role,
         ],

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, post
+from litestar import Request, Response, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from uuid_utils.compat import uuid7
@@ -24,6 +24,7 @@ from commands import session as sessions
 from commands import user as users
 from events.session import SessionRevoked, session_stream
 from events.user import user_stream, username_stream
+from infra.auth import Principal
 from infra.http import Problem, correlation_of
 from infra.store import NO_STREAM, ConcurrencyError, StreamAppend
 from infra.tokens import InvalidToken
@@ -232,3 +233,69 @@ async def logout(
     raise Problem(
         409, "too_much_contention", "the session is busy; try again", headers={"Retry-After": "1"}
     )
+
+
+class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    new_password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+
+
+@put("/v1/me/password", status_code=204, tags=["auth"], summary="Change the password")
+async def change_password(
+    request: Request[Any, Any, Any], data: JSONBody[PasswordBody],
+    services: NamedDependency[Services], principal: NamedDependency[Principal],
+) -> Response[None]:  # fmt: skip
+    """A new password; every other session of the user is revoked with it, atomically."""
+    correlation, traceparent = correlation_of(request)
+    new_hash: str | None = None
+    for _attempt in range(MAX_ATTEMPTS):
+        user, version = await load(
+            services.store, user_stream(principal.user_id), users.INITIAL, users.evolve
+        )
+        if not isinstance(user, users.Registered):
+            raise Problem(404, "user_not_found", "no such user")
+        if not await services.passwords.verify(user.password_hash, data.current_password):
+            raise Problem(403, "wrong_password", "the current password is not right")
+        new_hash = new_hash or await services.passwords.hash(data.new_password)
+        now = datetime.now(UTC)
+        meta = metadata(principal.user_id, correlation, traceparent, None)
+        change = users.ChangePassword(password_hash=new_hash, reason="changed", at=now)
+        appends = [
+            StreamAppend(
+                user_stream(user.user_id),
+                version,
+                new_events(users.decide_password(change, user), meta),
+            )
+        ]
+        for session_id in await _other_sessions(services, user.user_id, principal.session_id):
+            state, session_version = await load(
+                services.store, session_stream(session_id), sessions.INITIAL, sessions.evolve
+            )
+            revoked = sessions.decide(
+                sessions.RevokeSession(reason="password_changed", at=now), state
+            )
+            if revoked:
+                appends.append(
+                    StreamAppend(
+                        session_stream(session_id), session_version, new_events(revoked, meta)
+                    )
+                )
+        try:
+            result = await services.store.append(appends)
+        except ConcurrencyError:
+            continue  # the user or one of the sessions moved: look again
+        return Response(None, status_code=204, headers={"X-Position": result.position.token()})
+    raise Problem(
+        409, "too_much_contention", "the account is busy; try again", headers={"Retry-After": "1"}
+    )
+
+
+async def _other_sessions(services: Services, user_id: str, keep: str) -> list[str]:
+    """The user's live sessions but `keep`, from the sessions read model."""
+    async with services.links.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT session_id::text FROM rm_sessions.sessions"
+            " WHERE user_id = %s AND revoked_at IS NULL AND session_id <> %s ORDER BY session_id",
+            (user_id, keep),
+        )
+        return [row[0] for row in await cur.fetchall()]

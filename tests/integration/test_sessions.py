@@ -272,3 +272,60 @@ async def test_me_needs_a_valid_token_and_a_live_session(stack: Stack) -> None:
         )
         await asyncio.sleep(0.02)
     assert_problem(await stack.read.get("/v1/me", headers=auth), 401, "session_revoked")
+
+
+async def test_password_change_revokes_the_other_sessions(stack: Stack) -> None:
+    name, _ = await new_user(stack.write)
+    here = (await login(stack.write, name)).json()
+    there = (await login(stack.write, name)).json()
+    # the sessions read model must know both before the change looks for them
+    bearer = {"Authorization": f"Bearer {here['access_token']}"}
+    assert (
+        await stack.read.get("/v1/me", headers={**bearer, "X-Min-Position": there["position"]})
+    ).status_code == 200
+
+    new = "a brand new passphrase"
+    wrong = await stack.write.put(
+        "/v1/me/password", json={"current_password": "nope", "new_password": new}, headers=bearer
+    )
+    assert_problem(wrong, 403, "wrong_password")
+    r = await stack.write.put(
+        "/v1/me/password", json={"current_password": PASSWORD, "new_password": new}, headers=bearer
+    )
+    assert r.status_code == 204, r.text
+
+    assert_problem(
+        await stack.write.post("/v1/auth/refresh", json={"refresh_token": there["refresh_token"]}),
+        401,
+        "invalid_refresh_token",
+    )
+    assert (
+        await stack.write.post("/v1/auth/refresh", json={"refresh_token": here["refresh_token"]})
+    ).status_code == 200
+    assert_problem(await login(stack.write, name), 401, "invalid_credentials")  # the old password
+    assert (await login(stack.write, name, new)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"current_password": PASSWORD, "new_password": "short"}, 400, "validation_failed"),
+        ({"current_password": PASSWORD, "new_password": "x" * 257}, 400, "validation_failed"),
+        ({"current_password": PASSWORD}, 400, "validation_failed"),
+        ({"current_password": PASSWORD, "new_password": 12345678}, 400, "validation_failed"),
+        (
+            {"current_password": PASSWORD, "new_password": "long enough", "extra": 1},
+            400,
+            "validation_failed",
+        ),
+    ],
+)
+async def test_bad_password_changes(
+    stack: Stack, body: dict[str, object], status: int, code: str
+) -> None:
+    name, _ = await new_user(stack.write)
+    bearer = {"Authorization": f"Bearer {(await login(stack.write, name)).json()['access_token']}"}
+    assert_problem(
+        await stack.write.put("/v1/me/password", json=body, headers=bearer), status, code
+    )
+    assert_problem(await stack.write.put("/v1/me/password", json=body), 401, "unauthorized")
