@@ -96,6 +96,14 @@ WORKLOADS: tuple[Workload, ...] = (
         name="commit_to_read_model_latency", entry="bench.latency:run", unit="ms",
         optional=True, about="append commit -> relay -> NATS -> projector -> read model",
     ),
+    Workload(
+        name="token_verify", entry="bench.identity:token_verify", unit="us/verify",
+        optional=True, about="infra.tokens.Tokens.verify of a fresh HS256 access token, in process",
+    ),
+    Workload(
+        name="login", entry="bench.identity:login", unit="ms", optional=True,
+        about="write API process: sequential POST /v1/auth/login, then RSS under 50 concurrent logins",
+    ),
 )  # fmt: skip
 
 RATIOS: tuple[RatioSpec, ...] = (

@@ -7,7 +7,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
 
 from infra.http import Problem
 from infra.tokens import InvalidToken, Tokens
@@ -32,7 +32,7 @@ class Authenticator:
         self.tokens = tokens
         self.revoked = revoked
 
-    def principal(self, request: Request[Any, Any, Any]) -> Principal:
+    def principal(self, request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
         """The caller; 401 when the token is missing, invalid, expired or revoked."""
         header = request.headers.get("authorization")
         if not header:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 from nats.aio.client import Client as NATS
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
 from psycopg_pool import AsyncConnectionPool
@@ -268,6 +268,7 @@ def service_app(
     ]
     | None = None,
     dependencies: dict[str, Provide] | None = None,
+    guards: Sequence[Guard] = (),
 ) -> Litestar:
     """A Hubbub HTTP service: its routes plus health and metrics, problem+json errors,
     request context, the body limit and the OpenAPI document at /schema/openapi.json.
@@ -275,7 +276,7 @@ def service_app(
     `app.state.services`."""
     return Litestar(
         route_handlers=[
-            *route_handlers,
+            Router(path="/", route_handlers=list(route_handlers), guards=list(guards)),
             *health_handlers(lambda app: readiness_checks(app.state.services)),
         ],
         dependencies={
@@ -294,11 +295,11 @@ def service_app(
 def health_handlers(checks: Callable[[Litestar], dict[str, Check]]) -> list[Any]:
     """GET /health/live, /health/ready (runs every check) and /metrics."""
 
-    @get("/health/live", include_in_schema=False, sync_to_thread=False)
+    @get("/health/live", include_in_schema=False, sync_to_thread=False, opt={"public": True})
     def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/health/ready", include_in_schema=False)
+    @get("/health/ready", include_in_schema=False, opt={"public": True})
     async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         results: dict[str, str] = {}
         for name, check in checks(request.app).items():
@@ -313,7 +314,7 @@ def health_handlers(checks: Callable[[Litestar], dict[str, Check]]) -> list[Any]
             status_code=200 if ok else 503,
         )
 
-    @get("/metrics", include_in_schema=False, sync_to_thread=False)
+    @get("/metrics", include_in_schema=False, sync_to_thread=False, opt={"public": True})
     def metrics() -> Response[bytes]:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from psycopg_pool import AsyncConnectionPool
+
 from projections import sessions, users
-from projections.runtime import Projection
+from projections.runtime import Projection, ensure_schema
 
 ALL: tuple[Projection, ...] = (users, sessions)
+
+
+async def ensure_all(pool: AsyncConnectionPool) -> None:
+    """Create the schema of every projection that has none yet (any process may be first)."""
+    async with pool.connection() as conn:
+        for projection in ALL:
+            await ensure_schema(conn, projection)
 
 
 def by_name(name: str) -> Projection:

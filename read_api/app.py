@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 from litestar.di import Provide
 
-from infra import http
+from infra import authz, http
 from infra.auth import Authenticator
 from infra.settings import Settings
 from infra.tokens import Tokens
-from projections.registry import ALL
-from projections.runtime import ensure_schema
+from projections.registry import ALL, ensure_all
 from projections.sessions import RevokedSessions
 from read_api import users
 from read_api.freshness import Freshness
@@ -29,9 +28,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         assert settings.database_url
         async with http.connections(settings, "hubbub-read-api") as links:
-            async with links.pool.connection() as conn:  # the projector makes them too
-                for projection in ALL:
-                    await ensure_schema(conn, projection)
+            await ensure_all(links.pool)  # the projector makes them too; whoever is first
             freshness = Freshness(settings.database_url, links.pool, [p.name for p in ALL])
             await freshness.start()
             revoked = RevokedSessions(links.pool)
@@ -50,5 +47,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[users.get_user, users.get_me],
         lifespan=lifespan,
         provide_services=services,
+        guards=[authz.guard],
         dependencies={"principal": Provide(principal, sync_to_thread=False)},
     )

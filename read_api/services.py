@@ -38,4 +38,7 @@ def services(request: Request[Any, Any, Any]) -> Services:
 
 def principal(request: Request[Any, Any, Any]) -> Principal:
     """Dependency: the authenticated caller (401 otherwise)."""
+    stashed = getattr(request.state, "principal", None)  # infra.authz.guard authenticated already
+    if isinstance(stashed, Principal):
+        return stashed
     return Services.of(request.app).auth.principal(request)

@@ -10,12 +10,18 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from infra.auth import Principal
+from infra.authz import Action
 from infra.http import Problem
 from read_api.consistency import fresh_enough
 from read_api.services import Services
 
 
-@get("/v1/users/{user_id:str}", tags=["users"], summary="A user's public profile")
+@get(
+    "/v1/users/{user_id:str}",
+    tags=["users"],
+    summary="A user's public profile",
+    opt={"public": True},
+)
 async def get_user(
     request: Request[Any, Any, Any], user_id: FromPath[str], services: NamedDependency[Services]
 ) -> Response[dict[str, Any]]:
@@ -38,7 +44,7 @@ async def get_user(
     return Response(body, headers=headers)
 
 
-@get("/v1/me", tags=["users"], summary="The caller's own account")
+@get("/v1/me", tags=["users"], summary="The caller's own account", opt={"action": Action.READ_ME})
 async def get_me(
     request: Request[Any, Any, Any],
     services: NamedDependency[Services],

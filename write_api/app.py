@@ -10,11 +10,12 @@ from litestar import Litestar
 from litestar.di import Provide
 
 from commands.errors import DomainError
-from infra import http
+from infra import authz, http
 from infra.auth import Authenticator
 from infra.settings import Settings
 from infra.store import EventStore
 from infra.tokens import Tokens
+from projections.registry import ensure_all
 from projections.sessions import RevokedSessions
 from write_api import auth, roles, sessions
 from write_api.errors import on_domain_error
@@ -33,6 +34,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with http.connections(settings, "hubbub-write-api") as links:
+            await ensure_all(links.pool)  # the revocation list reads rm_sessions
             store = EventStore(links.pool)
             passwords = Passwords()
             tokens = Tokens(settings.resolved_jwt_secret())
@@ -67,5 +69,6 @@ def create_app(
         dependencies={"principal": Provide(principal, sync_to_thread=False)},
         lifespan=lifespan,
         provide_services=services,
+        guards=[authz.guard],
         exception_handlers={DomainError: on_domain_error},
     )

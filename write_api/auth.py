@@ -42,7 +42,13 @@ class Registered(msgspec.Struct):
     position: str
 
 
-@post("/v1/auth/register", status_code=201, tags=["auth"], summary="Create an account")
+@post(
+    "/v1/auth/register",
+    status_code=201,
+    tags=["auth"],
+    summary="Create an account",
+    opt={"public": True},
+)
 async def register(
     request: Request[Any, Any, Any],
     data: JSONBody[RegisterBody],

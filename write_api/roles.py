@@ -14,6 +14,7 @@ from litestar.params import FromPath, JSONBody
 from commands import user as users
 from events.user import user_stream
 from infra.auth import Principal
+from infra.authz import Action
 from infra.http import Problem, correlation_of
 from infra.store import StreamAppend
 from write_api.handling import (
@@ -70,7 +71,11 @@ async def _change(request: Request[Any, Any, Any], services: Services, principal
 
 
 @post(
-    "/v1/users/{user_id:str}/roles", status_code=200, tags=["users"], summary="Grant a role (admin)"
+    "/v1/users/{user_id:str}/roles",
+    status_code=200,
+    tags=["users"],
+    summary="Grant a role (admin)",
+    opt={"action": Action.MANAGE_ROLES},
 )
 async def grant_role(
     request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[RoleBody],
@@ -86,6 +91,7 @@ async def grant_role(
     status_code=200,
     tags=["users"],
     summary="Revoke a role (admin)",
+    opt={"action": Action.MANAGE_ROLES},
 )
 async def revoke_role(
     request: Request[Any, Any, Any], user_id: FromPath[str], role: FromPath[str],

@@ -25,6 +25,7 @@ from commands import user as users
 from events.session import SessionRevoked, session_stream
 from events.user import user_stream, username_stream
 from infra.auth import Principal
+from infra.authz import Action
 from infra.http import Problem, correlation_of
 from infra.store import NO_STREAM, ConcurrencyError, StreamAppend
 from infra.tokens import InvalidToken
@@ -82,7 +83,7 @@ def _tokens_body(
     }
 
 
-@post("/v1/auth/login", status_code=200, tags=["auth"], summary="Sign in")
+@post("/v1/auth/login", status_code=200, tags=["auth"], summary="Sign in", opt={"public": True})
 async def login(
     request: Request[Any, Any, Any], data: JSONBody[LoginBody], services: NamedDependency[Services]
 ) -> Response[dict[str, Any]]:
@@ -134,7 +135,13 @@ async def login(
     )
 
 
-@post("/v1/auth/refresh", status_code=200, tags=["auth"], summary="Rotate the refresh token")
+@post(
+    "/v1/auth/refresh",
+    status_code=200,
+    tags=["auth"],
+    summary="Rotate the refresh token",
+    opt={"public": True},
+)
 async def refresh(
     request: Request[Any, Any, Any],
     data: JSONBody[RefreshBody],
@@ -184,7 +191,7 @@ async def _user_by_id(services: Services, user_id: str | None) -> users.Register
     return state if isinstance(state, users.Registered) else None
 
 
-@post("/v1/auth/logout", status_code=204, tags=["auth"], summary="Sign out")
+@post("/v1/auth/logout", status_code=204, tags=["auth"], summary="Sign out", opt={"public": True})
 async def logout(
     request: Request[Any, Any, Any],
     services: NamedDependency[Services],
@@ -240,7 +247,13 @@ class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
     new_password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
 
 
-@put("/v1/me/password", status_code=204, tags=["auth"], summary="Change the password")
+@put(
+    "/v1/me/password",
+    status_code=204,
+    tags=["auth"],
+    summary="Change the password",
+    opt={"action": Action.CHANGE_PASSWORD},
+)
 async def change_password(
     request: Request[Any, Any, Any], data: JSONBody[PasswordBody],
     services: NamedDependency[Services], principal: NamedDependency[Principal],

@@ -1,0 +1,84 @@
+"""The one authorization layer. Every route declares, in its `opt`, either `public=True`
+or the `action` it performs; `guard` (installed on every app) refuses a route that
+declares neither, and applies the action's rule to the caller before the handler runs.
+Handlers that act on one object (a channel, a stream) call `authorize` again with it.
+A test walks every route of every app, so a new one cannot be forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from infra.auth import Principal
+from infra.http import Problem
+
+
+class Action(StrEnum):
+    READ_ME = "me:read"
+    CHANGE_PASSWORD = "me:change_password"
+    LOGOUT = "session:logout"
+    MANAGE_ROLES = "roles:manage"
+    AUDIT = "audit:read"
+    OPERATE = "ops:read"
+
+
+Rule = Callable[[Principal, Any], bool]
+
+
+def _anyone(_: Principal, __: Any) -> bool:
+    return True
+
+
+def _role(role: str) -> Rule:
+    def rule(principal: Principal, _: Any) -> bool:
+        return principal.has(role)
+
+    return rule
+
+
+RULES: dict[Action, Rule] = {
+    Action.READ_ME: _anyone,
+    Action.CHANGE_PASSWORD: _anyone,
+    Action.LOGOUT: _anyone,
+    # the token's roles are checked here; handlers that grant power recheck the stream
+    Action.MANAGE_ROLES: _role("admin"),
+    Action.AUDIT: _role("auditor"),
+    Action.OPERATE: _role("operator"),
+}
+
+
+def authorize(principal: Principal, action: Action, resource: Any = None) -> None:
+    """403 unless the caller may do `action` (to `resource`)."""
+    if not RULES[action](principal, resource):
+        raise Problem(403, "forbidden", f"you may not do {action.value}")
+
+
+def declared(handler: BaseRouteHandler) -> Action | None:
+    """The action a route declared; None for a public one. ValueError when it declared
+    neither: an undeclared route is a mistake, never an open door."""
+    if handler.opt.get("public") is True:
+        return None
+    if set(getattr(handler, "http_methods", ())) == {"OPTIONS"}:
+        return None  # Litestar's own preflight answer for each path: it runs no handler of ours
+    action = handler.opt.get("action")
+    if not isinstance(action, Action):
+        raise ValueError(f"route {handler.handler_name} declares neither public=True nor an action")
+    return action
+
+
+def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Litestar guard: authenticate and authorize every non-public route."""
+    try:
+        action = declared(handler)
+    except ValueError:
+        raise Problem(500, "internal_error", "this route has no authorization declared") from None
+    if action is None:
+        return
+    principal = connection.app.state.services.auth.principal(connection)
+    authorize(principal, action)
+    connection.state.principal = principal  # the handler's `principal` dependency reuses it
