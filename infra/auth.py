@@ -3,6 +3,8 @@ has not been revoked, becomes a Principal."""
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 
 from infra.http import Problem
-from infra.tokens import InvalidToken, Tokens
+from infra.tokens import AccessClaims, InvalidToken, Tokens
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,30 @@ class Principal:
 
 
 class Authenticator:
-    """Bearer token -> Principal, or 401 problem+json."""
+    """Bearer token -> Principal, or 401 problem+json.
 
-    def __init__(self, tokens: Tokens, revoked: Container[str]) -> None:
+    A client sends the same access token with every request for its whole life, so tokens
+    verified once are remembered (the exact string, bounded, oldest dropped first): the
+    signature and claims are checked once, expiry and revocation on every request.
+    """
+
+    def __init__(self, tokens: Tokens, revoked: Container[str], *, remember: int = 10_000) -> None:
         self.tokens = tokens
         self.revoked = revoked
+        self.remember = remember
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
+
+    def _claims(self, token: str) -> AccessClaims:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self.tokens.verify(token)
+            self._verified[token] = claims
+            if len(self._verified) > self.remember:
+                self._verified.popitem(last=False)
+        elif claims.expires_at <= time.time():
+            del self._verified[token]
+            raise InvalidToken("expired")
+        return claims
 
     def principal(self, request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
         """The caller; 401 when the token is missing, invalid, expired or revoked."""
@@ -43,7 +64,7 @@ class Authenticator:
             raise Problem(401, "invalid_token", "Authorization must be 'Bearer <access token>'",
                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         try:
-            claims = self.tokens.verify(token.strip())
+            claims = self._claims(token.strip())
         except InvalidToken as e:
             raise Problem(401, "invalid_token", "the access token is not valid",
                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from e  # fmt: skip
