@@ -11,6 +11,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -69,6 +70,15 @@ def declared(handler: BaseRouteHandler) -> Action | None:
     if not isinstance(action, Action):
         raise ValueError(f"route {handler.handler_name} declares neither public=True nor an action")
     return action
+
+
+def principal(request: Request[Any, Any, Any]) -> Principal:
+    """Dependency: the authenticated caller, as the guard found it (401 otherwise)."""
+    stashed = getattr(request.state, "principal", None)
+    if isinstance(stashed, Principal):
+        return stashed
+    found: Principal = request.app.state.services.auth.principal(request)
+    return found
 
 
 def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

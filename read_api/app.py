@@ -16,7 +16,7 @@ from projections.registry import ALL, ensure_all
 from projections.sessions import RevokedSessions
 from read_api import users
 from read_api.freshness import Freshness
-from read_api.services import Services, principal, services
+from read_api.services import Services, services
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -48,5 +48,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=lifespan,
         provide_services=services,
         guards=[authz.guard],
-        dependencies={"principal": Provide(principal, sync_to_thread=False)},
+        dependencies={"principal": Provide(authz.principal, sync_to_thread=False)},
     )

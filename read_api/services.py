@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Litestar, Request
 from psycopg_pool import AsyncConnectionPool
 
-from infra.auth import Authenticator, Principal
+from infra.auth import Authenticator
 from infra.http import Links
 from infra.settings import Settings
 from read_api.freshness import Freshness
@@ -34,11 +34,3 @@ class Services:
 def services(request: Request[Any, Any, Any]) -> Services:
     """Dependency: the process's Services."""
     return Services.of(request.app)
-
-
-def principal(request: Request[Any, Any, Any]) -> Principal:
-    """Dependency: the authenticated caller (401 otherwise)."""
-    stashed = getattr(request.state, "principal", None)  # infra.authz.guard authenticated already
-    if isinstance(stashed, Principal):
-        return stashed
-    return Services.of(request.app).auth.principal(request)

@@ -20,7 +20,7 @@ from projections.sessions import RevokedSessions
 from write_api import auth, roles, sessions
 from write_api.errors import on_domain_error
 from write_api.passwords import Passwords
-from write_api.services import Services, principal, services
+from write_api.services import Services, services
 from write_api.throttle import LoginThrottle, ThrottlePolicy
 
 
@@ -66,7 +66,7 @@ def create_app(
             roles.grant_role,
             roles.revoke_role,
         ],
-        dependencies={"principal": Provide(principal, sync_to_thread=False)},
+        dependencies={"principal": Provide(authz.principal, sync_to_thread=False)},
         lifespan=lifespan,
         provide_services=services,
         guards=[authz.guard],

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from litestar import Litestar, Request
 
-from infra.auth import Authenticator, Principal
+from infra.auth import Authenticator
 from infra.http import Links
 from infra.settings import Settings
 from infra.store import EventStore
@@ -36,11 +35,3 @@ class Services:
 def services(request: Request) -> Services:  # type: ignore[type-arg]
     """Dependency: the process's Services."""
     return Services.of(request.app)
-
-
-def principal(request: Request[Any, Any, Any]) -> Principal:
-    """Dependency: the authenticated caller (401 otherwise)."""
-    stashed = getattr(request.state, "principal", None)  # infra.authz.guard authenticated already
-    if isinstance(stashed, Principal):
-        return stashed
-    return Services.of(request.app).auth.principal(request)

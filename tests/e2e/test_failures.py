@@ -13,7 +13,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
@@ -22,8 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import Position
-from events.registry import encode
-from events.user import UserRegistered, user_stream
+from events.user import user_stream
 from infra.audit import verify_all
 from infra.embedded import start_nats
 from infra.settings import Settings
@@ -31,6 +29,7 @@ from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
 from projections import users
 from projections.ops import rebuild_projection
 from projections.runtime import live_schema, read_checkpoint
+from tests.fix_events import new_event, user_registered
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -80,18 +79,7 @@ def parts(settings: Settings, *names: str) -> Iterator[dict[str, Part]]:
 
 
 def user_event(uid: str) -> NewEvent:
-    event = UserRegistered(
-        user_id=uid, username=f"u{uid.replace('-', '')[:20]}", display_name="x", password_hash="-",
-        registered_at=datetime.now(UTC),
-    )  # fmt: skip
-    type_name, version, data = encode(event)
-    return NewEvent(
-        event_id=uuid.uuid4(),
-        type=type_name,
-        data=data,
-        metadata=b'{"correlation_id":"t"}',
-        schema_version=version,
-    )
+    return new_event(user_registered(uid))
 
 
 async def write_users(store: EventStore, n: int, *, pause: float = 0.0) -> None:

@@ -3,17 +3,12 @@ that nothing NATS hands it (repeats, gaps, reordering) can lead astray."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ORIGIN, Envelope, Position
-from events.registry import encode
-from events.user import UserRegistered, user_stream
 from infra.settings import Settings
-from infra.store import NO_STREAM, EventStore, NewEvent, RecordedEvent, StreamAppend
+from infra.store import EventStore, RecordedEvent
 from projections import users
 from projections.runner import ProjectionRunner
 from projections.runtime import (
@@ -23,38 +18,13 @@ from projections.runtime import (
     live_schema,
     read_checkpoint,
 )
+from tests.fix_events import register_users
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def registered(store: EventStore, n: int) -> list[RecordedEvent]:
-    for _ in range(n):
-        uid = str(uuid.uuid4())
-        event = UserRegistered(
-            user_id=uid,
-            username=f"u{uid[:8]}",
-            display_name="x",
-            password_hash="-",
-            registered_at=datetime.now(UTC),
-        )
-        type_name, version, data = encode(event)
-        await store.append(
-            [
-                StreamAppend(
-                    user_stream(uid),
-                    NO_STREAM,
-                    [
-                        NewEvent(
-                            event_id=uuid.uuid4(),
-                            type=type_name,
-                            data=data,
-                            metadata=b"{}",
-                            schema_version=version,
-                        )
-                    ],
-                )
-            ]
-        )
+    await register_users(store, n)
     return await store.read_all(ORIGIN, limit=10_000)
 
 

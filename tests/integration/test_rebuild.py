@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
-from datetime import UTC, datetime
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import Metadata
-from events.registry import encode
-from events.user import UserRegistered, user_stream
 from infra.db import make_pool
-from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
+from infra.store import EventStore
 from projections import users
 from projections.ops import RebuildBusy, projection_status, rebuild_projection
 from projections.users import name as users_name
+from tests.fix_events import register_users
 from tests.fix_stack import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -25,36 +22,7 @@ META = Metadata(correlation_id="test")
 
 
 async def add_users(store: EventStore, n: int) -> list[str]:
-    ids = []
-    for _ in range(n):
-        uid = str(uuid.uuid4())
-        event = UserRegistered(
-            user_id=uid,
-            username=f"u{uid[:12]}",
-            display_name="x",
-            password_hash="-",
-            registered_at=datetime.now(UTC),
-        )
-        type_name, version, data = encode(event)
-        await store.append(
-            [
-                StreamAppend(
-                    user_stream(uid),
-                    NO_STREAM,
-                    [
-                        NewEvent(
-                            event_id=uuid.uuid4(),
-                            type=type_name,
-                            data=data,
-                            metadata=b'{"correlation_id":"t"}',
-                            schema_version=version,
-                        )
-                    ],
-                )
-            ]
-        )
-        ids.append(uid)
-    return ids
+    return await register_users(store, n)
 
 
 async def rows(pool: AsyncConnectionPool) -> set[str]:
