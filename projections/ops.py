@@ -35,6 +35,7 @@ from projections.runtime import (
     next_schema,
     old_schema,
     read_checkpoint,
+    schema_version,
 )
 
 REBUILD_BATCH = 10_000
@@ -104,6 +105,8 @@ async def projection_status(pool: AsyncConnectionPool, store: EventStore) -> lis
             lag_events, lag_seconds = await _lag(conn, position)
             if await _schema_exists(conn, next_schema(projection.name)):
                 state = "rebuilding"
+            elif await schema_version(conn, schema) != projection.version:
+                state = "stale"
             else:
                 state = "live" if lag_events == 0 else "catching_up"
             out.append(

@@ -30,6 +30,7 @@ from infra.nats import connect, ensure_stream
 from infra.relay import HEADER_PREV, stop_on_signals
 from infra.settings import Settings
 from infra.store import EventStore, RecordedEvent
+from projections.ops import rebuild_projection
 from projections.registry import ALL
 from projections.runtime import (
     CheckpointMoved,
@@ -38,6 +39,7 @@ from projections.runtime import (
     ensure_schema,
     live_schema,
     read_checkpoint,
+    schema_version,
 )
 
 log = structlog.get_logger(__name__)
@@ -80,11 +82,18 @@ class ProjectionRunner:
         self._last_nats_batch = 0.0
 
     async def start(self) -> None:
-        """Create missing read-model schemas and load the checkpoints."""
+        """Create missing read-model schemas, rebuild stale ones, load the checkpoints."""
         async with self.pool.connection() as conn:
             for projection in self.projections:
                 if await ensure_schema(conn, projection):
                     log.info("read model created", projection=projection.name)
+                built = await schema_version(conn, live_schema(projection.name))
+                if built != projection.version:
+                    # The code reads and writes other tables than the live schema has: build
+                    # the new ones beside it (readers keep the old) and swap.
+                    log.info("read model is stale; rebuilding", projection=projection.name,
+                             built=built, version=projection.version)  # fmt: skip
+                    await rebuild_projection(self.pool, projection)
                 self.checkpoints[projection.name] = await read_checkpoint(
                     conn, live_schema(projection.name)
                 )

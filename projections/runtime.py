@@ -26,6 +26,9 @@ class Projection(Protocol):
 
     name: str
     types: frozenset[str]
+    # Bump when the tables or what apply() writes change: the projector then rebuilds the
+    # read model blue-green at start, and `projections status` calls it stale until then.
+    version: int
 
     def ddl(self, schema: str) -> list[str]:
         """CREATE statements for the projection's tables in `schema` (not the checkpoint)."""
@@ -79,15 +82,30 @@ async def create_schema(
     await conn.execute(
         sql.SQL(
             "CREATE TABLE {}.checkpoint (id smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),"
-            " txid xid8 NOT NULL, position bigint NOT NULL,"
+            " txid xid8 NOT NULL, position bigint NOT NULL, version integer NOT NULL,"
             " updated_at timestamptz NOT NULL DEFAULT now())"
         ).format(ident)
     )
     await conn.execute(
-        sql.SQL("INSERT INTO {}.checkpoint (txid, position) VALUES ('0', 0)").format(ident)
+        sql.SQL("INSERT INTO {}.checkpoint (txid, position, version) VALUES ('0', 0, %s)").format(
+            ident
+        ),
+        (projection.version,),
     )
     for statement in projection.ddl(schema):
         await conn.execute(statement.encode())  # DDL from our own modules, not user input
+
+
+async def schema_version(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
+    """The projection version a read-model schema was built by (0: before versions)."""
+    try:
+        cur = await conn.execute(
+            sql.SQL("SELECT version FROM {}.checkpoint WHERE id = 1").format(sql.Identifier(schema))
+        )
+    except psycopg.errors.UndefinedColumn:
+        return 0
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projection) -> bool:

@@ -19,6 +19,7 @@ from events.session import SessionRevoked, SessionStarted
 log = structlog.get_logger(__name__)
 
 name = "sessions"
+version = 1
 types = frozenset({"SessionStarted", "SessionRevoked"})
 
 

@@ -13,6 +13,7 @@ from events.registry import decode
 from events.user import RoleGranted, RoleRevoked, UserRegistered
 
 name = "users"
+version = 2  # 2: roles
 types = frozenset({"UserRegistered", "RoleGranted", "RoleRevoked"})
 
 
