@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HUBBUB := $(BIN)/hubbub
 
-.PHONY: install run test test-unit lint migrate bench status rebuild replay verify demo clean
+.PHONY: install run test test-unit lint migrate bench status rebuild replay verify clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,14 +43,11 @@ rebuild: $(STAMP)
 	@test -n "$(PROJECTION)" || (echo "usage: make rebuild PROJECTION=name" >&2; exit 2)
 	$(HUBBUB) projections rebuild $(PROJECTION)
 
-replay: $(STAMP)
-	$(HUBBUB) audit replay
+replay: $(STAMP) ## every event as NDJSON on stdout (AFTER=<position token> to resume)
+	$(HUBBUB) audit replay $(if $(AFTER),--after $(AFTER))
 
-verify: $(STAMP)
+verify: $(STAMP) ## check every hash chain; exit 1 naming the first bad event
 	$(HUBBUB) audit verify
-
-demo: $(STAMP)
-	$(HUBBUB) demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

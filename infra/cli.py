@@ -49,6 +49,8 @@ projections_app = typer.Typer(help="Inspect and rebuild read models.", no_args_i
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+audit_app = typer.Typer(help="Export and verify the event log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 
@@ -305,6 +307,69 @@ def users_grant_role(
     except UnknownRole as e:
         fail(str(e), EXIT_CONFIG_ERROR)
     console.print(f"{username} is {role}" + (" (already was)" if position is None else ""))
+
+
+@audit_app.command("replay")
+def audit_replay(
+    after: Annotated[str | None, typer.Option(help="Start after this position token.")] = None,
+) -> None:
+    """Every event envelope, one JSON line each, in commit-safe order (constant memory)."""
+    settings = resolve_urls(load_settings("audit"))
+    from events.envelope import ENCODER, ORIGIN, Position
+    from infra.db import make_pool
+    from infra.store import EventStore
+
+    try:
+        start = Position.parse(after) if after else ORIGIN
+    except ValueError as e:
+        fail(str(e), EXIT_CONFIG_ERROR)
+
+    async def replay() -> None:
+        assert settings.database_url
+        pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-audit")
+        await pool.open()
+        out = sys.stdout.buffer
+        try:
+            async for batch in EventStore(pool, notify=False).iter_all(start, batch=5000):
+                out.write(b"".join(ENCODER.encode(e.envelope()) + b"\n" for e in batch))
+            out.flush()
+        finally:
+            await pool.close()
+
+    with reporting_database_errors():
+        asyncio.run(replay())
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check every stream's hash chain and the global chain against the relay's anchors."""
+    settings = resolve_urls(load_settings("audit"))
+    from infra.audit import verify_all
+    from infra.db import make_pool
+
+    async def verify() -> Any:
+        assert settings.database_url
+        pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-audit")
+        await pool.open()
+        try:
+            return await verify_all(pool)
+        finally:
+            await pool.close()
+
+    with reporting_database_errors():
+        verdict = asyncio.run(verify())
+    if verdict.ok:
+        console.print(
+            f"[green]ok[/]: {verdict.events} events in {verdict.streams} streams,"
+            f" {verdict.anchors_checked} relay anchors checked, {verdict.unanchored} not yet anchored"
+        )
+        return
+    where = (
+        f" at {verdict.first_bad_stream} version {verdict.first_bad_version}"
+        if verdict.first_bad_stream
+        else ""
+    )
+    fail(f"the log does not verify{where}: {verdict.reason}")
 
 
 def main() -> None:

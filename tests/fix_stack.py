@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -88,3 +90,22 @@ async def running_stack(settings: Settings, *, relay: bool = True) -> AsyncItera
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     async with running_stack(settings) as s:
         yield s
+
+
+@dataclass
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+async def hubbub(stack: Stack, *args: str) -> Ran:
+    """Run the real `hubbub` command line against the stack's servers."""
+    env = {**os.environ, **stack.settings.to_env()}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "infra.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return Ran(proc.returncode, out.decode(), err.decode())

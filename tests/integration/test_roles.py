@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import uuid
-from dataclasses import dataclass
 
 import pytest
 
-from tests.fix_stack import Stack
+from tests.fix_stack import Stack, hubbub
 from tests.integration.test_register_slice import assert_problem
 from tests.integration.test_sessions import login, new_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@dataclass
-class Ran:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-async def hubbub(stack: Stack, *args: str) -> Ran:
-    """Run the real `hubbub` command line against the stack's servers."""
-    env = {**os.environ, **stack.settings.to_env()}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Ran(proc.returncode, out.decode(), err.decode())
 
 
 async def test_the_first_admin_grants_and_revokes_roles(stack: Stack) -> None:
