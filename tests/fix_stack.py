@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import httpx
 import pytest_asyncio
 import uvicorn
+from psycopg_pool import AsyncConnectionPool
 
 from infra.db import make_pool
 from infra.relay import Relay, connect_jetstream
 from infra.settings import Settings
+from infra.store import EventStore
 from projections.runner import ProjectionRunner
 from read_api.app import create_app as read_app
 from write_api.app import create_app as write_app
@@ -109,3 +111,19 @@ async def hubbub(stack: Stack, *args: str) -> Ran:
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return Ran(proc.returncode, out.decode(), err.decode())
+
+
+async def relay_caught_up(pool: AsyncConnectionPool, seconds: float = 5.0) -> None:
+    """Wait until the relay has published (and anchored) everything in the store now."""
+    head = await EventStore(pool, notify=False).head()
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT txid, position FROM relay_checkpoint")
+            ).fetchone()
+        if row and (row[0], row[1]) >= head:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the relay did not publish the store's events in time")
+        await asyncio.sleep(0.01)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import msgspec
@@ -12,7 +11,7 @@ from events.envelope import ENVELOPE_DECODER
 from infra.db import make_pool
 from infra.store import EventStore
 from tests.fix_events import register_users
-from tests.fix_stack import Stack, hubbub
+from tests.fix_stack import Stack, hubbub, relay_caught_up
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -24,15 +23,7 @@ async def test_replay_exports_every_event_and_verify_names_a_tampered_one(stack:
     try:
         store = EventStore(pool)
         await register_users(store, 12)
-        head = await store.head()
-        for _ in range(500):  # the relay anchors what it publishes
-            async with pool.connection() as conn:
-                row = await (
-                    await conn.execute("SELECT txid, position FROM relay_checkpoint")
-                ).fetchone()
-            if row and (row[0], row[1]) >= head:
-                break
-            await asyncio.sleep(0.01)
+        await relay_caught_up(pool)  # verify checks against the relay's anchors
 
         replay = await hubbub(stack, "audit", "replay")
         assert replay.exit_code == 0, replay.stderr

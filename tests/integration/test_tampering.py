@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import psycopg
@@ -12,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from infra.audit import verify_all, verify_stream
 from infra.db import make_pool
 from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
-from tests.fix_stack import Stack
+from tests.fix_stack import Stack, relay_caught_up
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -37,17 +36,7 @@ async def seeded(stack: Stack) -> tuple[AsyncConnectionPool, list[str]]:
         "/v1/auth/register", json={"username": f"u{uuid.uuid4().hex[:8]}", "password": "12345678"}
     )
     assert r.status_code == 201
-    head = await store.head()
-    for _ in range(500):
-        async with pool.connection() as conn:
-            row = await (
-                await conn.execute("SELECT txid, position FROM relay_checkpoint")
-            ).fetchone()
-        if row and (row[0], row[1]) >= head:
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise AssertionError("the relay did not publish the seed events")
+    await relay_caught_up(pool)
     verdict = await verify_all(pool)
     assert verdict.ok and verdict.events == 11 and verdict.anchors_checked >= 1, verdict
     return pool, streams
