@@ -287,6 +287,7 @@ def users_grant_role(
     settings = resolve_urls(load_settings("users"))
     from commands.user import UnknownRole
     from infra.db import make_pool
+    from infra.http import Problem
     from infra.store import EventStore
     from write_api.admin import UnknownUser, grant_role
 
@@ -306,6 +307,8 @@ def users_grant_role(
         fail(f"no user called {username!r}", EXIT_CONFIG_ERROR)
     except UnknownRole as e:
         fail(str(e), EXIT_CONFIG_ERROR)
+    except Problem as e:
+        fail(e.detail)
     console.print(f"{username} is {role}" + (" (already was)" if position is None else ""))
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import msgspec
-
 from commands import user as users
 from events.envelope import Position
-from events.user import user_stream, username_stream
-from infra.store import ConcurrencyError, EventStore, StreamAppend
-from write_api.handling import MAX_ATTEMPTS, load, metadata, new_events
+from events.user import user_stream
+from infra.store import EventStore, StreamAppend
+from write_api.handling import load, metadata, new_events, retrying, user_id_of
 
 
 class UnknownUser(LookupError):
@@ -20,12 +18,12 @@ class UnknownUser(LookupError):
 async def grant_role(store: EventStore, username: str, role: str) -> Position | None:
     """Grant `role` to the user called `username` (the first admin comes this way);
     None when the user already had it. UnknownUser, users.UnknownRole on bad input."""
-    guard = await store.read_stream(username_stream(username), limit=1)
-    if not guard:
+    user_id = await user_id_of(store, username)
+    if user_id is None:
         raise UnknownUser(username)
-    user_id = msgspec.json.decode(guard[0].data)["user_id"]
     stream = user_stream(user_id)
-    for _ in range(MAX_ATTEMPTS):
+
+    async def once() -> Position | None:
         state, version = await load(store, stream, users.INITIAL, users.evolve)
         decided = users.decide_role(
             users.GrantRole(role=role, by="cli", at=datetime.now(UTC)), state
@@ -33,9 +31,7 @@ async def grant_role(store: EventStore, username: str, role: str) -> Position | 
         if not decided:
             return None
         meta = metadata(None, "cli-grant-role", None, None)
-        try:
-            result = await store.append([StreamAppend(stream, version, new_events(decided, meta))])
-        except ConcurrencyError:
-            continue
+        result = await store.append([StreamAppend(stream, version, new_events(decided, meta))])
         return result.position
-    raise RuntimeError("the user's stream is too busy; try again")
+
+    return await retrying(once, busy="the user's stream")

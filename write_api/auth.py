@@ -20,9 +20,9 @@ from write_api.handling import (
     IdempotentRequest,
     execute,
     idempotency_key,
-    load,
     metadata,
     new_events,
+    user_id_of,
 )
 from write_api.services import Services
 
@@ -73,8 +73,8 @@ async def register(
 
     async def attempt() -> Decision:
         nonlocal password_hash
-        _, claimed = await load(store, username_stream(data.username), None, lambda s, _e: s)
-        if claimed:  # cheap refusal before the expensive hash; the append re-checks
+        # A cheap refusal before the expensive hash; the append re-checks.
+        if await user_id_of(store, data.username) is not None:
             raise users.UsernameTaken(f"username {data.username!r} is taken")
         if password_hash is None:
             password_hash = await services.passwords.hash(data.password)

@@ -15,10 +15,12 @@ from uuid_utils.compat import uuid7
 
 from events.envelope import Metadata, Position
 from events.registry import decode, encode
+from events.user import username_stream
 from infra.http import Problem
 from infra.store import ConcurrencyError, EventStore, Idempotency, NewEvent, StreamAppend
 
 S = TypeVar("S")
+T = TypeVar("T")
 E = TypeVar("E")
 
 MAX_ATTEMPTS = 8
@@ -141,7 +143,8 @@ async def execute(
     A version conflict means someone else wrote first: decide again on the new state, a
     bounded number of times with jittered backoff.
     """
-    for n in range(MAX_ATTEMPTS):
+
+    async def once() -> Outcome:
         if idem is not None:
             stored = await store.find_idempotent(idem.scope, idem.key)
             if stored is not None:
@@ -158,18 +161,33 @@ async def execute(
             if idem is not None
             else None
         )  # fmt: skip
-        try:
-            result = await store.append(decision.appends, idempotency=record)
-        except ConcurrencyError:
-            await asyncio.sleep(random.uniform(0, 0.002 * 2**n))
-            continue
+        result = await store.append(decision.appends, idempotency=record)
         if result.duplicate:
             assert idem is not None
             return _replay(result.stored_hash, result.stored_response, result.position, idem)
         return Outcome(decision.response, result.position)
+
+    return await retrying(once)
+
+
+async def retrying(once: Callable[[], Awaitable[T]], *, busy: str = "the resource") -> T:
+    """Run `once` (load, decide, append) again whenever its append met a version conflict:
+    someone else wrote first, so decide again on the new state. A bounded number of times,
+    with jittered backoff; then 409 too_much_contention."""
+    for n in range(MAX_ATTEMPTS):
+        try:
+            return await once()
+        except ConcurrencyError:
+            await asyncio.sleep(random.uniform(0, 0.002 * 2**n))
     raise Problem(
-        409,
-        "too_much_contention",
-        "the resource is too busy; try again",
-        headers={"Retry-After": "1"},
+        409, "too_much_contention", f"{busy} is too busy; try again", headers={"Retry-After": "1"}
     )
+
+
+async def user_id_of(store: EventStore, username: str) -> str | None:
+    """The id of the user who claimed `username` (its guard stream's first event), if any."""
+    guard = await store.read_stream(username_stream(username), limit=1)
+    if not guard:
+        return None
+    user_id: str = msgspec.json.decode(guard[0].data)["user_id"]
+    return user_id

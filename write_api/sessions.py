@@ -7,9 +7,7 @@ replay (that would keep tokens in the database); a retried login simply signs in
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -23,13 +21,13 @@ from uuid_utils.compat import uuid7
 from commands import session as sessions
 from commands import user as users
 from events.session import SessionRevoked, session_stream
-from events.user import user_stream, username_stream
+from events.user import user_stream
 from infra.auth import Principal
 from infra.authz import Action
 from infra.http import Problem, correlation_of
 from infra.store import NO_STREAM, ConcurrencyError, StreamAppend
 from infra.tokens import InvalidToken
-from write_api.handling import MAX_ATTEMPTS, load, metadata, new_events
+from write_api.handling import load, metadata, new_events, retrying, user_id_of
 from write_api.services import Services
 
 SESSION_LIFETIME = timedelta(days=30)
@@ -62,10 +60,9 @@ def _split(refresh_token: str) -> tuple[str, str]:
 
 async def _user(services: Services, username: str) -> tuple[users.Registered, int] | None:
     """The registered user with this username, and its stream version."""
-    guard = await services.store.read_stream(username_stream(username), limit=1)
-    if not guard:
+    user_id = await user_id_of(services.store, username)
+    if user_id is None:
         return None
-    user_id = msgspec.json.decode(guard[0].data)["user_id"]
     state, version = await load(services.store, user_stream(user_id), users.INITIAL, users.evolve)
     return (state, version) if isinstance(state, users.Registered) else None
 
@@ -151,7 +148,8 @@ async def refresh(
     whole session: 401 refresh_token_reused."""
     session_id, secret = _split(data.refresh_token)
     correlation, traceparent = correlation_of(request)
-    for attempt in range(MAX_ATTEMPTS):
+
+    async def once() -> Response[dict[str, Any]]:
         state, version = await load(
             services.store, session_stream(session_id), sessions.INITIAL, sessions.evolve
         )
@@ -162,13 +160,10 @@ async def refresh(
         decided = sessions.decide(command, state)
         user_id = state.user_id if isinstance(state, sessions.Active) else None
         meta = metadata(user_id, correlation, traceparent, None)
-        try:
-            result = await services.store.append(
-                [StreamAppend(session_stream(session_id), version, new_events(decided, meta))]
-            )
-        except ConcurrencyError:
-            await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
-            continue  # a parallel refresh or logout got there first: decide again
+        # a parallel refresh or logout may get there first: then retrying() decides again
+        result = await services.store.append(
+            [StreamAppend(session_stream(session_id), version, new_events(decided, meta))]
+        )
         if any(isinstance(e, SessionRevoked) for e in decided):
             raise sessions.RefreshTokenReused(
                 "this refresh token was already used; the session is revoked"
@@ -179,9 +174,8 @@ async def refresh(
         position = result.position.token()
         return Response(_tokens_body(services, found, session_id, next_secret, position),
                         headers={**_NO_STORE, "X-Position": position})  # fmt: skip
-    raise Problem(
-        409, "too_much_contention", "the session is busy; try again", headers={"Retry-After": "1"}
-    )
+
+    return await retrying(once, busy="the session")
 
 
 async def _user_by_id(services: Services, user_id: str | None) -> users.Registered | None:
@@ -221,25 +215,23 @@ async def logout(
             401, "unauthorized", "send the access token, or the refresh token in the body"
         )
     correlation, traceparent = correlation_of(request)
-    for _attempt in range(MAX_ATTEMPTS):
+    revoking = session_id
+
+    async def once() -> None:
         state, version = await load(
-            services.store, session_stream(session_id), sessions.INITIAL, sessions.evolve
+            services.store, session_stream(revoking), sessions.INITIAL, sessions.evolve
         )
         decided = sessions.decide(
             sessions.RevokeSession(reason="logout", at=datetime.now(UTC)), state
         )
-        if not decided:
-            return None
-        user_id = state.user_id if isinstance(state, sessions.Active) else None
-        try:
-            await services.store.append([StreamAppend(session_stream(session_id), version,
-                                                      new_events(decided, metadata(user_id, correlation, traceparent, None)))])  # fmt: skip
-            return None
-        except ConcurrencyError:
-            continue
-    raise Problem(
-        409, "too_much_contention", "the session is busy; try again", headers={"Retry-After": "1"}
-    )
+        if decided:
+            user_id = state.user_id if isinstance(state, sessions.Active) else None
+            meta = metadata(user_id, correlation, traceparent, None)
+            await services.store.append(
+                [StreamAppend(session_stream(revoking), version, new_events(decided, meta))]
+            )
+
+    await retrying(once, busy="the session")
 
 
 class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -261,7 +253,9 @@ async def change_password(
     """A new password; every other session of the user is revoked with it, atomically."""
     correlation, traceparent = correlation_of(request)
     new_hash: str | None = None
-    for _attempt in range(MAX_ATTEMPTS):
+
+    async def once() -> Response[None]:
+        nonlocal new_hash
         user, version = await load(
             services.store, user_stream(principal.user_id), users.INITIAL, users.evolve
         )
@@ -293,14 +287,11 @@ async def change_password(
                         session_stream(session_id), session_version, new_events(revoked, meta)
                     )
                 )
-        try:
-            result = await services.store.append(appends)
-        except ConcurrencyError:
-            continue  # the user or one of the sessions moved: look again
+        # the user or one of the sessions may move meanwhile: then retrying() looks again
+        result = await services.store.append(appends)
         return Response(None, status_code=204, headers={"X-Position": result.position.token()})
-    raise Problem(
-        409, "too_much_contention", "the account is busy; try again", headers={"Retry-After": "1"}
-    )
+
+    return await retrying(once, busy="the account")
 
 
 async def _other_sessions(services: Services, user_id: str, keep: str) -> list[str]:
