@@ -8,7 +8,7 @@ rewritten: old payloads are upcast when read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -25,19 +25,7 @@ Event = (
     | SessionRefreshed
     | SessionRevoked
 )
-EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
-    cls.__name__: cls
-    for cls in (
-        UsernameClaimed,
-        UserRegistered,
-        PasswordChanged,
-        RoleGranted,
-        RoleRevoked,
-        SessionStarted,
-        SessionRefreshed,
-        SessionRevoked,
-    )
-}
+EVENT_TYPES: dict[str, type[msgspec.Struct]] = {cls.__name__: cls for cls in get_args(Event)}
 # The schema version new events of each type are written with.
 SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TYPES, 1)
 # (type, from_version) -> a function turning that version's JSON object into the next's.
