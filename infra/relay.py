@@ -160,16 +160,14 @@ class Relay:
                         if saving is not None:
                             await saving
                             saving = None
-                        await self._wait_for_notify(leader, stop)
+                        await self._wait_for_notify(leader)
             finally:
                 if saving is not None:
                     await saving
 
-    async def _wait_for_notify(
-        self, leader: psycopg.AsyncConnection[object], stop: asyncio.Event
-    ) -> None:
-        """Until a writer's NOTIFY or `idle_poll_s`, whichever is first (then the caller polls;
-        `stop` is seen within that time)."""
+    async def _wait_for_notify(self, leader: psycopg.AsyncConnection[object]) -> None:
+        """Until a writer's NOTIFY or `idle_poll_s`, whichever is first (then the caller polls,
+        and sees `stop`)."""
         async for _ in leader.notifies(timeout=self.idle_poll_s, stop_after=1):
             break
 

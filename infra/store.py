@@ -561,19 +561,14 @@ class EventStore:
         batch: int = 5000,
         categories: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
-        until: Position | None = None,
     ) -> AsyncIterator[list[RecordedEvent]]:
-        """Batches of the whole log after `after` (up to `until`), in constant memory."""
+        """Batches of the whole log after `after`, in constant memory."""
         while True:
             events = await self.read_all(after, limit=batch, categories=categories, types=types)
-            if until is not None:
-                events = [e for e in events if e.at <= until]
             if not events:
                 return
             yield events
             after = events[-1].at
-            if until is not None and after >= until:
-                return
 
     async def head(self) -> Position:
         """The last event a commit-safe reader can see now."""
