@@ -225,7 +225,7 @@ _APPEND_ONE: Final = {
 
 # Only transactions that have ended lie below our snapshot's xmin: nothing can appear
 # there any more, so reading up to it never skips an event committed late.
-_SAFE: Final = "txid < pg_snapshot_xmin(pg_current_snapshot())"
+COMMIT_SAFE: Final = "txid < pg_snapshot_xmin(pg_current_snapshot())"
 
 
 def _filters(
@@ -544,7 +544,7 @@ class EventStore:
         """Up to `limit` events after `after`, in commit-safe order."""
         extra, extra_params = _filters(categories, types)
         sql = (
-            f"SELECT {COLUMNS} FROM events WHERE (txid, position) > (%s::xid8, %s) AND {_SAFE}"
+            f"SELECT {COLUMNS} FROM events WHERE (txid, position) > (%s::xid8, %s) AND {COMMIT_SAFE}"
             f"{extra} ORDER BY txid, position LIMIT %s"
         )
         async with self.pool.connection() as conn:
@@ -574,7 +574,7 @@ class EventStore:
         """The last event a commit-safe reader can see now."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT txid, position FROM events WHERE {_SAFE}"
+                f"SELECT txid, position FROM events WHERE {COMMIT_SAFE}"
                 " ORDER BY txid DESC, position DESC LIMIT 1"
             )
             row = await cur.fetchone()

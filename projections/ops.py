@@ -24,7 +24,7 @@ from rich.progress import Progress
 from events.envelope import ORIGIN, Position
 from infra.db import make_pool
 from infra.settings import Settings
-from infra.store import EventStore
+from infra.store import COMMIT_SAFE, EventStore
 from projections.registry import ALL, by_name
 from projections.runtime import (
     NOTIFY_CHANNEL,
@@ -39,7 +39,6 @@ from projections.runtime import (
 )
 
 REBUILD_BATCH = 10_000
-_SAFE = "txid < pg_snapshot_xmin(pg_current_snapshot())"
 
 
 class RebuildBusy(RuntimeError):
@@ -77,7 +76,7 @@ async def _schema_exists(conn: psycopg.AsyncConnection[Any], schema: str) -> boo
 async def _lag(conn: psycopg.AsyncConnection[Any], after: Position) -> tuple[int, float]:
     cur = await conn.execute(
         f"SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM events"
-        f" WHERE (txid, position) > (%s::xid8, %s) AND {_SAFE} LIMIT 10000001) AS behind",
+        f" WHERE (txid, position) > (%s::xid8, %s) AND {COMMIT_SAFE} LIMIT 10000001) AS behind",
         (str(after.txid), after.position),
     )
     row = await cur.fetchone()
