@@ -12,6 +12,23 @@ from typing import Any, get_args
 
 import msgspec
 
+from events.channel import (
+    ChannelCreated,
+    ChannelDeleted,
+    ChannelNameClaimed,
+    ChannelNameReleased,
+    DirectChannelOpened,
+    MemberInvited,
+    MemberJoined,
+    MemberLeft,
+    MessageDeleted,
+    MessageEdited,
+    MessagesDelivered,
+    MessageSent,
+    MessagesRead,
+    ReactionAdded,
+    ReactionRemoved,
+)
 from events.session import SessionRefreshed, SessionRevoked, SessionStarted
 from events.user import PasswordChanged, RoleGranted, RoleRevoked, UsernameClaimed, UserRegistered
 
@@ -24,6 +41,21 @@ Event = (
     | SessionStarted
     | SessionRefreshed
     | SessionRevoked
+    | ChannelCreated
+    | ChannelNameClaimed
+    | ChannelNameReleased
+    | DirectChannelOpened
+    | MemberJoined
+    | MemberInvited
+    | MemberLeft
+    | ChannelDeleted
+    | MessageSent
+    | MessageEdited
+    | MessageDeleted
+    | ReactionAdded
+    | ReactionRemoved
+    | MessagesRead
+    | MessagesDelivered
 )
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {cls.__name__: cls for cls in get_args(Event)}
 # The schema version new events of each type are written with.

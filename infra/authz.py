@@ -8,6 +8,7 @@ A test walks every route of every app, so a new one cannot be forgotten.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -26,9 +27,27 @@ class Action(StrEnum):
     MANAGE_ROLES = "roles:manage"
     AUDIT = "audit:read"
     OPERATE = "ops:read"
+    CHAT = "chat:write"  # the deciders hold the per-channel rules (member, owner, author)
+    READ_CHANNELS = "channels:list"
+    READ_CHANNEL = "channel:read"  # a resource: ChannelAccess
+    READ_OWN = "me:read_own"  # the caller's unread counts and notifications
+
+
+@dataclass(frozen=True)
+class ChannelAccess:
+    """What reading a channel depends on: whether anyone may, and whether the caller is in."""
+
+    visibility: str  # public | private (direct channels are private)
+    is_member: bool
 
 
 Rule = Callable[[Principal, Any], bool]
+
+
+def _channel_reader(_: Principal, channel: ChannelAccess | None) -> bool:
+    if channel is None:  # the route-level check: anyone signed in may ask; the object decides
+        return True
+    return channel.visibility == "public" or channel.is_member
 
 
 def _anyone(_: Principal, __: Any) -> bool:
@@ -50,12 +69,22 @@ RULES: dict[Action, Rule] = {
     Action.MANAGE_ROLES: _role("admin"),
     Action.AUDIT: _role("auditor"),
     Action.OPERATE: _role("operator"),
+    Action.CHAT: _anyone,
+    Action.READ_CHANNELS: _anyone,
+    Action.READ_CHANNEL: _channel_reader,
+    Action.READ_OWN: _anyone,
 }
+
+
+def can(principal: Principal, action: Action, resource: Any = None) -> bool:
+    """Whether the caller may do `action` (to `resource`). For objects the caller may not
+    even know of, answer 404 when this is False, not 403."""
+    return RULES[action](principal, resource)
 
 
 def authorize(principal: Principal, action: Action, resource: Any = None) -> None:
     """403 unless the caller may do `action` (to `resource`)."""
-    if not RULES[action](principal, resource):
+    if not can(principal, action, resource):
         raise Problem(403, "forbidden", f"you may not do {action.value}")
 
 
