@@ -66,12 +66,22 @@ class StreamAppend(msgspec.Struct, frozen=True):
 
 
 class Idempotency(msgspec.Struct, frozen=True, kw_only=True):
-    """An idempotency key with the fingerprint of its request and the response to replay."""
+    """An idempotency key with the fingerprint of its request and the response to replay.
+
+    `upto` is the index, among the append's events, of the request's last event (-1: the
+    append's last): one append may carry several requests' events, each with its key.
+    """
 
     scope: str
     key: str
     request_hash: bytes
     response: bytes
+    upto: int = -1
+
+
+class DuplicateKey(StoreError):
+    """One of several idempotency keys of an append was recorded meanwhile; nothing was
+    appended. Look the keys up again."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,11 @@ SELECT pg_current_xact_id(), array_agg(position ORDER BY position) FROM ins
 """
 _IDEM_MANY_CTE: Final = """, idem AS (
     INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
-    SELECT %b::text, %b::text, %b::bytea, %b::text, max(position) FROM ins
+    SELECT i.scope, i.key, i.h, i.resp, p.position
+    FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[], %b::bigint[])
+         AS i(scope, key, h, resp, n)
+    JOIN (SELECT position, row_number() OVER (ORDER BY position) AS n FROM ins) AS p
+      ON p.n = i.n
 )"""
 
 _GENESIS_SQL: Final = "'\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea"
@@ -304,13 +318,15 @@ class EventStore:
         self,
         appends: Sequence[StreamAppend],
         *,
-        idempotency: Idempotency | None = None,
+        idempotency: Idempotency | Sequence[Idempotency] | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> AppendResult:
         """Append atomically to every stream in `appends`, each at its expected version.
 
         Raises ConcurrencyError when any stream is elsewhere; then nothing is appended.
-        With `conn`, the append joins that connection's open transaction.
+        With one idempotency key already used, returns the first result (`duplicate`);
+        with several, raises DuplicateKey. With `conn`, the append joins that connection's
+        open transaction.
         """
         streams: list[str] = []
         expected: list[int] = []
@@ -340,15 +356,20 @@ class EventStore:
                 )
         if not event_ids:
             raise ValueError("an append needs at least one event")
+        keys = (
+            [] if idempotency is None
+            else [idempotency] if isinstance(idempotency, Idempotency)
+            else list(idempotency)
+        )  # fmt: skip
         try:
-            if len(event_ids) == 1:
+            if len(event_ids) == 1 and len(keys) <= 1:
                 result = await self._append_one(streams[0], expected[0], data, metadata,
                                                 event_ids[0], types[0], schema_versions[0],
-                                                digests[0], idempotency, conn)  # fmt: skip
+                                                digests[0], keys[0] if keys else None, conn)  # fmt: skip
             else:
                 result = await self._append_many(
                     streams, expected, stream_ids, event_ids, types, schema_versions, data,
-                    metadata, digests, idempotency, conn,
+                    metadata, digests, keys, conn,
                 )  # fmt: skip
         except psycopg.Error as e:
             conflict = _conflict(e, streams, expected)
@@ -358,12 +379,10 @@ class EventStore:
                     actual = await self.version_of(conflict.stream_id)
                     conflict = ConcurrencyError(conflict.stream_id, conflict.expected, actual)
                 raise conflict from e
-            if (
-                idempotency is not None
-                and e.sqlstate == "23505"
-                and e.diag.constraint_name == "idempotency_keys_pkey"
-            ):
-                stored = await self.find_idempotent(idempotency.scope, idempotency.key)
+            if e.sqlstate == "23505" and e.diag.constraint_name == "idempotency_keys_pkey":
+                if len(keys) > 1:
+                    raise DuplicateKey(str(e)) from e
+                stored = await self.find_idempotent(keys[0].scope, keys[0].key)
                 if stored is not None:
                     return stored
             raise StoreUnavailable(str(e)) from e
@@ -429,7 +448,7 @@ class EventStore:
         data: list[str],
         metadata: list[str],
         digests: list[bytes],
-        idem: Idempotency | None,
+        keys: list[Idempotency],
         given: psycopg.AsyncConnection[Any] | None,
     ) -> AppendResult:
         async with self._connection(given) as conn, conn.pipeline(), conn.transaction():
@@ -454,9 +473,13 @@ class EventStore:
             params: tuple[Any, ...] = (
                 event_ids, stream_ids, versions, types, schema_versions, data, metadata, prevs, hashes,
             )  # fmt: skip
-            query = _INSERT_MANY_SQL.replace("{idem}", _IDEM_MANY_CTE if idem else "")
-            if idem is not None:
-                params += (idem.scope, idem.key, idem.request_hash, idem.response.decode())
+            query = _INSERT_MANY_SQL.replace("{idem}", _IDEM_MANY_CTE if keys else "")
+            if keys:
+                params += (
+                    [k.scope for k in keys], [k.key for k in keys], [k.request_hash for k in keys],
+                    [k.response.decode() for k in keys],
+                    [(k.upto if k.upto >= 0 else len(event_ids) + k.upto) + 1 for k in keys],
+                )  # fmt: skip
             cur = await conn.execute(query, params)
             row = await cur.fetchone()
         assert row is not None
@@ -487,25 +510,34 @@ class EventStore:
 
     async def find_idempotent(self, scope: str, key: str) -> AppendResult | None:
         """The first result recorded under an idempotency key, if the key was used."""
+        return (await self.find_idempotent_many([(scope, key)])).get((scope, key))
+
+    async def find_idempotent_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], AppendResult]:
+        """The first results recorded under those of the (scope, key) pairs that were used."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT txid, position, created_at, request_hash, response FROM idempotency_keys"
-                " WHERE scope = %s AND key = %s",
-                (scope, key),
+                "SELECT k.scope, k.key, k.txid, k.position, k.created_at, k.request_hash,"
+                " k.response FROM idempotency_keys AS k"
+                " JOIN unnest(%s::text[], %s::text[]) AS w(scope, key)"
+                " ON k.scope = w.scope AND k.key = w.key",
+                ([s for s, _ in keys], [k for _, k in keys]),
+                prepare=True,
             )
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        txid, position, created_at, request_hash, response = row
-        return AppendResult(
-            txid=txid,
-            positions=[position] if position is not None else [],
-            versions=[],
-            recorded_at=created_at,
-            duplicate=True,
-            stored_hash=request_hash,
-            stored_response=response.encode(),
-        )
+            rows = await cur.fetchall()
+        return {
+            (scope, key): AppendResult(
+                txid=txid,
+                positions=[position] if position is not None else [],
+                versions=[],
+                recorded_at=created_at,
+                duplicate=True,
+                stored_hash=request_hash,
+                stored_response=response.encode(),
+            )
+            for scope, key, txid, position, created_at, request_hash, response in rows
+        }
 
     async def read_stream(
         self,

@@ -14,6 +14,7 @@ from infra.store import (
     ANY,
     NO_STREAM,
     ConcurrencyError,
+    DuplicateKey,
     EventStore,
     Idempotency,
     NewEvent,
@@ -166,6 +167,32 @@ async def test_idempotency_key_appends_once_and_returns_the_first_result(
     assert (
         stored is not None and stored.stored_hash == b"h1" and stored.position == firsts[0].position
     )
+
+
+async def test_one_append_records_several_keys_each_at_its_own_last_event(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    store = EventStore(shared_pool)
+    stream = f"test-{uuid.uuid4()}"
+    scope = str(uuid.uuid4())
+    keys = [
+        Idempotency(scope=scope, key="a", request_hash=b"ha", response=b'{"n": 1}', upto=1),
+        Idempotency(scope=scope, key="b", request_hash=b"hb", response=b'{"n": 2}', upto=2),
+    ]
+    result = await store.append(
+        [StreamAppend(stream, NO_STREAM, [new_event(i) for i in range(3)])], idempotency=keys
+    )
+    found = await store.find_idempotent_many([(scope, "a"), (scope, "b"), (scope, "zzz")])
+    assert set(found) == {(scope, "a"), (scope, "b")}
+    assert found[(scope, "a")].positions == [result.positions[1]]
+    assert found[(scope, "b")].positions == [result.positions[2]]
+    assert found[(scope, "b")].stored_response == b'{"n": 2}'
+    # a key used meanwhile: the whole append is refused, nothing appended
+    again = [keys[0], Idempotency(scope=scope, key="c", request_hash=b"hc", response=b"{}")]
+    with pytest.raises(DuplicateKey):
+        await store.append([StreamAppend(stream, 3, [new_event(), new_event()])], idempotency=again)
+    assert len(await store.read_stream(stream)) == 3
+    assert await store.find_idempotent(scope, "c") is None
 
 
 async def test_events_cannot_be_updated_deleted_or_truncated(
