@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool
 
-from projections import sessions, users
+from projections import channels, messages, notifications, sessions, users
 from projections.runtime import Projection, ensure_schema
 
-ALL: tuple[Projection, ...] = (users, sessions)
+ALL: tuple[Projection, ...] = (users, sessions, channels, messages, notifications)
 
 
 async def ensure_all(pool: AsyncConnectionPool) -> None:
