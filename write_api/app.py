@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 from litestar.di import Provide
 
+from commands import channel
 from commands.errors import DomainError
 from infra import authz, http
 from infra.auth import Authenticator
@@ -17,9 +18,10 @@ from infra.store import EventStore
 from infra.tokens import Tokens
 from projections.registry import ensure_all
 from projections.sessions import RevokedSessions
-from write_api import auth, roles, sessions
+from write_api import auth, channels, messages, roles, sessions
 from write_api.errors import on_domain_error
 from write_api.passwords import Passwords
+from write_api.sequencer import Sequencer
 from write_api.services import Services, services
 from write_api.throttle import LoginThrottle, ThrottlePolicy
 
@@ -40,15 +42,17 @@ def create_app(
             tokens = Tokens(settings.resolved_jwt_secret())
             revoked = RevokedSessions(links.pool)
             await revoked.start()
+            sequencer = Sequencer(store, channel.decide, channel.evolve, channel.INITIAL)
             app.state.services = Services(
                 settings, links, store, passwords, tokens=tokens,
                 throttle=LoginThrottle(links.pool, throttle_policy),
                 dummy_hash=await passwords.hash(secrets.token_urlsafe(16)),
-                auth=Authenticator(tokens, revoked),
+                auth=Authenticator(tokens, revoked), channels=sequencer,
             )  # fmt: skip
             try:
                 yield
             finally:
+                await sequencer.close()
                 await revoked.close()
                 if store.notifier is not None:
                     await store.notifier.close()
@@ -65,6 +69,19 @@ def create_app(
             sessions.change_password,
             roles.grant_role,
             roles.revoke_role,
+            channels.create_channel,
+            channels.join_channel,
+            channels.invite,
+            channels.leave_channel,
+            channels.delete_channel,
+            channels.open_direct,
+            messages.send_message,
+            messages.edit_message,
+            messages.delete_message,
+            messages.mark_read,
+            messages.mark_delivered,
+            messages.add_reaction,
+            messages.remove_reaction,
         ],
         dependencies={"principal": Provide(authz.principal, sync_to_thread=False)},
         lifespan=lifespan,

@@ -122,7 +122,7 @@ async def load(
     return state, len(events)
 
 
-def _replay(
+def replay(
     stored_hash: bytes | None,
     stored_response: bytes | None,
     position: Position,
@@ -148,7 +148,7 @@ async def execute(
         if idem is not None:
             stored = await store.find_idempotent(idem.scope, idem.key)
             if stored is not None:
-                return _replay(stored.stored_hash, stored.stored_response, stored.position, idem)
+                return replay(stored.stored_hash, stored.stored_response, stored.position, idem)
         decision = await attempt()
         if not decision.appends:
             # Nothing to do (already so): answer with where the log is; nothing to replay.
@@ -164,7 +164,7 @@ async def execute(
         result = await store.append(decision.appends, idempotency=record)
         if result.duplicate:
             assert idem is not None
-            return _replay(result.stored_hash, result.stored_response, result.position, idem)
+            return replay(result.stored_hash, result.stored_response, result.position, idem)
         return Outcome(decision.response, result.position)
 
     return await retrying(once)

@@ -16,7 +16,7 @@ from events.user import user_stream
 from infra.auth import Principal
 from infra.authz import Action
 from infra.http import Problem, correlation_of
-from infra.store import StreamAppend
+from infra.store import EventStore, StreamAppend
 from write_api.handling import (
     Decision,
     IdempotentRequest,
@@ -35,12 +35,15 @@ class RoleBody(msgspec.Struct, forbid_unknown_fields=True):
     role: Role
 
 
+async def is_admin(store: EventStore, user_id: str) -> bool:
+    """Whether the user is an admin now (its stream, not its token's snapshot)."""
+    state, _ = await load(store, user_stream(user_id), users.INITIAL, users.evolve)
+    return isinstance(state, users.Registered) and "admin" in state.roles
+
+
 async def require_admin(services: Services, principal: Principal) -> None:
-    """403 unless the caller is an admin now (its stream, not its token's snapshot)."""
-    state, _ = await load(
-        services.store, user_stream(principal.user_id), users.INITIAL, users.evolve
-    )
-    if not (isinstance(state, users.Registered) and "admin" in state.roles):
+    """403 unless the caller is an admin now."""
+    if not await is_admin(services.store, principal.user_id):
         raise Problem(403, "forbidden", "only an admin may change roles")
 
 

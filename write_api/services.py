@@ -6,12 +6,15 @@ from dataclasses import dataclass
 
 from litestar import Litestar, Request
 
+from commands.channel import ChannelCommand, ChannelState
+from events.channel import ChannelEvent
 from infra.auth import Authenticator
 from infra.http import Links
 from infra.settings import Settings
 from infra.store import EventStore
 from infra.tokens import Tokens
 from write_api.passwords import Passwords
+from write_api.sequencer import Sequencer
 from write_api.throttle import LoginThrottle
 
 
@@ -25,6 +28,7 @@ class Services:
     throttle: LoginThrottle
     dummy_hash: str  # what an unknown username's password is checked against
     auth: Authenticator
+    channels: Sequencer[ChannelCommand, ChannelState, ChannelEvent]
 
     @classmethod
     def of(cls, app: Litestar) -> Services:
