@@ -215,7 +215,9 @@ async def test_messages_edits_deletes_reactions_and_receipts(
 
     for receipt in ("read", "delivered"):
         url = f"/v1/channels/{cid}/{receipt}"
-        assert (await w.post(url, json={"message_id": mid}, headers=owner.headers)).status_code == 200
+        assert (
+            await w.post(url, json={"message_id": mid}, headers=owner.headers)
+        ).status_code == 200
         assert_problem(await w.post(url, json={"message_id": str(uuid.uuid4())}, headers=owner.headers),
                        404, "message_not_found")  # fmt: skip
         assert_problem(await w.post(url, json={}, headers=owner.headers), 400, "validation_failed")
