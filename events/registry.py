@@ -12,6 +12,14 @@ from typing import Any, get_args
 
 import msgspec
 
+from events.auction import (
+    AuctionBoughtNow,
+    AuctionCancelled,
+    AuctionClosed,
+    AuctionExtended,
+    AuctionOpened,
+    BidPlaced,
+)
 from events.channel import (
     ChannelCreated,
     ChannelDeleted,
@@ -56,6 +64,12 @@ Event = (
     | ReactionRemoved
     | MessagesRead
     | MessagesDelivered
+    | AuctionOpened
+    | BidPlaced
+    | AuctionExtended
+    | AuctionBoughtNow
+    | AuctionCancelled
+    | AuctionClosed
 )
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {cls.__name__: cls for cls in get_args(Event)}
 # The schema version new events of each type are written with.
