@@ -31,6 +31,7 @@ class Action(StrEnum):
     READ_CHANNELS = "channels:list"
     READ_CHANNEL = "channel:read"  # a resource: ChannelAccess
     READ_OWN = "me:read_own"  # the caller's unread counts and notifications
+    AUCTION = "auction:write"  # the decider holds the per-auction rules (seller, bidder)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ RULES: dict[Action, Rule] = {
     Action.READ_CHANNELS: _anyone,
     Action.READ_CHANNEL: _channel_reader,
     Action.READ_OWN: _anyone,
+    Action.AUCTION: _anyone,
 }
 
 

@@ -141,7 +141,9 @@ def _banner(settings: Settings) -> None:
 def run() -> None:
     """Start everything: servers (embedded unless URLs are set), migrations, every part."""
     settings = load_settings("supervisor")
-    children = [_part(name) for name in ("write-api", "read-api", "relay", "projector")]
+    children = [
+        _part(name) for name in ("write-api", "read-api", "relay", "projector", "scheduler")
+    ]
     try:
         with reporting_database_errors():
             code = serve_all(settings, children, on_ready=_banner)
@@ -197,6 +199,15 @@ def projector() -> None:
     from projections.runner import main as projector_main
 
     asyncio.run(projector_main(settings))
+
+
+@app.command()
+def scheduler() -> None:
+    """Close auctions at their end, exactly once (several may run)."""
+    settings = resolve_urls(load_settings("scheduler"))
+    from write_api.closer import main as scheduler_main
+
+    asyncio.run(scheduler_main(settings))
 
 
 @app.command()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool
 
-from projections import channels, messages, notifications, sessions, users
+from projections import auctions, channels, messages, notifications, sessions, users
 from projections.runtime import Projection, ensure_schema
 
-ALL: tuple[Projection, ...] = (users, sessions, channels, messages, notifications)
+ALL: tuple[Projection, ...] = (users, sessions, channels, messages, notifications, auctions)
 
 
 async def ensure_all(pool: AsyncConnectionPool) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 from litestar.di import Provide
 
-from commands import channel
+from commands import auction, channel
 from commands.errors import DomainError
 from infra import authz, http
 from infra.auth import Authenticator
@@ -18,7 +18,7 @@ from infra.store import EventStore
 from infra.tokens import Tokens
 from projections.registry import ensure_all
 from projections.sessions import RevokedSessions
-from write_api import auth, channels, messages, roles, sessions
+from write_api import auctions, auth, channels, messages, roles, sessions
 from write_api.errors import on_domain_error
 from write_api.passwords import Passwords
 from write_api.sequencer import Sequencer
@@ -43,16 +43,18 @@ def create_app(
             revoked = RevokedSessions(links.pool)
             await revoked.start()
             sequencer = Sequencer(store, channel.decide, channel.evolve, channel.INITIAL)
+            bids = Sequencer(store, auction.decide, auction.evolve, auction.INITIAL)
             app.state.services = Services(
                 settings, links, store, passwords, tokens=tokens,
                 throttle=LoginThrottle(links.pool, throttle_policy),
                 dummy_hash=await passwords.hash(secrets.token_urlsafe(16)),
-                auth=Authenticator(tokens, revoked), channels=sequencer,
+                auth=Authenticator(tokens, revoked), channels=sequencer, auctions=bids,
             )  # fmt: skip
             try:
                 yield
             finally:
                 await sequencer.close()
+                await bids.close()
                 await revoked.close()
                 if store.notifier is not None:
                     await store.notifier.close()
@@ -82,6 +84,10 @@ def create_app(
             messages.mark_delivered,
             messages.add_reaction,
             messages.remove_reaction,
+            auctions.open_auction,
+            auctions.place_bid,
+            auctions.buy_now,
+            auctions.cancel,
         ],
         dependencies={"principal": Provide(authz.principal, sync_to_thread=False)},
         lifespan=lifespan,

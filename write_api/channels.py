@@ -8,7 +8,7 @@ take the plain load -> decide -> append path.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -44,6 +44,7 @@ from write_api.handling import (
     new_events,
 )
 from write_api.roles import is_admin
+from write_api.sequencer import Respond
 from write_api.services import Services
 
 ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\S")]
@@ -110,14 +111,14 @@ async def submit(
     channel_id: str,
     command: ch.ChannelCommand,
     body: Any,
-    respond: Callable[[Sequence[ChannelEvent]], dict[str, Any]] | None = None,
+    respond: Respond[ChannelEvent, ch.ChannelState] | None = None,
     status: int = 200,
 ) -> Response[dict[str, Any]]:
     """Run a command on an existing channel through the sequencer."""
     meta, idem = command_context(request, services, principal, body)
     outcome = await services.channels.submit(
         channel_stream(channel_id), command, meta=meta, idem=idem,
-        respond=respond or (lambda _: {"channel_id": channel_id}),
+        respond=respond or (lambda *_: {"channel_id": channel_id}),
     )  # fmt: skip
     return answer(outcome, status)
 
@@ -197,7 +198,7 @@ async def invite(
     command = ch.Invite(actor_id=principal.user_id, user_id=user_id, at=datetime.now(UTC),
                         actor_is_admin=await admin_unless(services, principal, owner))  # fmt: skip
     return await submit(request, services, principal, cid, command, data,
-                        respond=lambda _: {"channel_id": cid, "user_id": user_id}, status=201)  # fmt: skip
+                        respond=lambda *_: {"channel_id": cid, "user_id": user_id}, status=201)  # fmt: skip
 
 
 @post("/v1/channels/{channel_id:str}/leave", status_code=200, tags=["channels"],

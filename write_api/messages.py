@@ -65,7 +65,7 @@ async def mentioned(services: Services, text: str) -> tuple[str, ...]:
     return tuple(i for i in ids if i is not None)
 
 
-def _sent(events: Sequence[ChannelEvent]) -> dict[str, Any]:
+def _sent(events: Sequence[ChannelEvent], _: object) -> dict[str, Any]:
     (event,) = events
     assert isinstance(event, MessageSent)
     return {"message_id": event.message_id, "seq": event.seq}
@@ -104,7 +104,7 @@ async def edit_message(
     command = ch.Edit(actor_id=principal.user_id, message_id=mid, text=data.text,
                       at=datetime.now(UTC))  # fmt: skip
     return await submit(request, services, principal, cid, command, data,
-                        lambda _: {"channel_id": cid, "message_id": mid})  # fmt: skip
+                        lambda *_: {"channel_id": cid, "message_id": mid})  # fmt: skip
 
 
 @delete("/v1/channels/{channel_id:str}/messages/{message_id:str}", status_code=200,
@@ -124,7 +124,7 @@ async def delete_message(
     command = ch.DeleteMessage(actor_id=principal.user_id, message_id=mid, at=datetime.now(UTC),
                                actor_is_admin=await admin_unless(services, principal, *exempt))  # fmt: skip
     return await submit(request, services, principal, cid, command, {},
-                        lambda _: {"channel_id": cid, "message_id": mid})  # fmt: skip
+                        lambda *_: {"channel_id": cid, "message_id": mid})  # fmt: skip
 
 
 @post("/v1/channels/{channel_id:str}/read", status_code=200, tags=["messages"],
@@ -163,7 +163,7 @@ async def add_reaction(
     command = ch.React(actor_id=principal.user_id, message_id=mid, emoji=data.emoji,
                        at=datetime.now(UTC))  # fmt: skip
     return await submit(request, services, principal, cid, command, data,
-                        lambda _: {"message_id": mid, "emoji": data.emoji}, 201)  # fmt: skip
+                        lambda *_: {"message_id": mid, "emoji": data.emoji}, 201)  # fmt: skip
 
 
 @delete("/v1/channels/{channel_id:str}/messages/{message_id:str}/reactions/{emoji:str}",
@@ -182,4 +182,4 @@ async def remove_reaction(
     command = ch.Unreact(actor_id=principal.user_id, message_id=mid, emoji=emoji,
                          at=datetime.now(UTC))  # fmt: skip
     return await submit(request, services, principal, cid, command, {"emoji": emoji},
-                        lambda _: {"message_id": mid, "emoji": emoji})  # fmt: skip
+                        lambda *_: {"message_id": mid, "emoji": emoji})  # fmt: skip

@@ -54,12 +54,16 @@ E = TypeVar("E")
 _ENCODER = msgspec.json.Encoder()
 
 
+# A command's answer, from the events it decided and the stream's state after them.
+Respond = Callable[[Sequence[E], S], dict[str, Any]]
+
+
 @dataclass
-class _Pending(Generic[C, E]):
+class _Pending(Generic[C, S, E]):
     command: C
     meta: bytes
     idem: IdempotentRequest | None
-    respond: Callable[[Sequence[E]], dict[str, Any]]
+    respond: Respond[E, S]
     future: asyncio.Future[Outcome]
 
     def settle(self, outcome: Outcome | BaseException) -> None:
@@ -75,15 +79,19 @@ class _Pending(Generic[C, E]):
 class _Lane(Generic[C, S, E]):
     state: S
     version: int = -1  # -1: not loaded yet
-    queue: collections.deque[_Pending[C, E]] = field(default_factory=collections.deque)
+    queue: collections.deque[_Pending[C, S, E]] = field(default_factory=collections.deque)
     task: asyncio.Task[None] | None = None
 
 
 @dataclass
-class _Decided(Generic[C, E]):
-    pending: _Pending[C, E]
+class _Decided(Generic[C, S, E]):
+    pending: _Pending[C, S, E]
     events: list[E]
+    after: S
     error: DomainError | None = None
+
+    def response(self) -> dict[str, Any]:
+        return self.pending.respond(self.events, self.after)
 
 
 class Sequencer(Generic[C, S, E]):
@@ -114,7 +122,7 @@ class Sequencer(Generic[C, S, E]):
         *,
         meta: bytes,
         idem: IdempotentRequest | None,
-        respond: Callable[[Sequence[E]], dict[str, Any]],
+        respond: Respond[E, S],
     ) -> Outcome:
         """Decide `command` on the stream's current state and append what it decided.
 
@@ -163,9 +171,9 @@ class Sequencer(Generic[C, S, E]):
 
     async def _drain(self, stream_id: str, lane: _Lane[C, S, E]) -> None:
         while lane.queue:
-            batch: list[_Pending[C, E]] = []
+            batch: list[_Pending[C, S, E]] = []
             keys: set[tuple[str, str]] = set()
-            held: list[_Pending[C, E]] = []
+            held: list[_Pending[C, S, E]] = []
             while lane.queue and len(batch) < self.max_batch:
                 pending = lane.queue.popleft()
                 key = (pending.idem.scope, pending.idem.key) if pending.idem else None
@@ -196,22 +204,22 @@ class Sequencer(Generic[C, S, E]):
         return bool(recorded)
 
     def _decide_all(
-        self, lane: _Lane[C, S, E], batch: list[_Pending[C, E]]
-    ) -> tuple[list[_Decided[C, E]], S]:
+        self, lane: _Lane[C, S, E], batch: list[_Pending[C, S, E]]
+    ) -> tuple[list[_Decided[C, S, E]], S]:
         state = lane.state
         decided = []
         for pending in batch:
             try:
                 events = self.decide(pending.command, state)
             except DomainError as e:
-                decided.append(_Decided(pending, [], e))
+                decided.append(_Decided(pending, [], state, e))
                 continue
             for event in events:
                 state = self.evolve(state, event)
-            decided.append(_Decided(pending, events))
+            decided.append(_Decided(pending, events, state))
         return decided, state
 
-    async def _replays(self, batch: list[_Pending[C, E]]) -> list[_Pending[C, E]]:
+    async def _replays(self, batch: list[_Pending[C, S, E]]) -> list[_Pending[C, S, E]]:
         """Answer the requests whose idempotency key was used before; the others remain."""
         keyed = [(p.idem.scope, p.idem.key) for p in batch if p.idem is not None]
         if not keyed:
@@ -234,7 +242,9 @@ class Sequencer(Generic[C, S, E]):
                 pending.settle(e)
         return remaining
 
-    async def _run(self, stream_id: str, lane: _Lane[C, S, E], batch: list[_Pending[C, E]]) -> None:
+    async def _run(
+        self, stream_id: str, lane: _Lane[C, S, E], batch: list[_Pending[C, S, E]]
+    ) -> None:
         batch = await self._replays(batch)
         fresh = lane.version < 0
         if fresh:
@@ -254,7 +264,7 @@ class Sequencer(Generic[C, S, E]):
                 if any(not d.events and d.error is None for d in decided):
                     head = await self.store.head()
                     for d in decided:
-                        d.pending.settle(Outcome(d.pending.respond([]), head))
+                        d.pending.settle(Outcome(d.response(), head))
                 return
             try:
                 await self._append(stream_id, lane, acting, state)
@@ -272,14 +282,14 @@ class Sequencer(Generic[C, S, E]):
                       headers={"Retry-After": "1"})  # fmt: skip
 
     async def _append(
-        self, stream_id: str, lane: _Lane[C, S, E], acting: list[_Decided[C, E]], state: S
+        self, stream_id: str, lane: _Lane[C, S, E], acting: list[_Decided[C, S, E]], state: S
     ) -> None:
         events: list[NewEvent] = []
         keys: list[Idempotency] = []
         responses: list[dict[str, Any]] = []
         for d in acting:
             events.extend(new_events(d.events, d.pending.meta))  # type: ignore[arg-type]
-            response = d.pending.respond(d.events)
+            response = d.response()
             responses.append(response)
             if d.pending.idem is not None:
                 idem = d.pending.idem

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from litestar import Litestar, Request
 
+from commands.auction import AuctionCommand, AuctionState
 from commands.channel import ChannelCommand, ChannelState
+from events.auction import AuctionEvent
 from events.channel import ChannelEvent
 from infra.auth import Authenticator
 from infra.http import Links
@@ -29,6 +31,7 @@ class Services:
     dummy_hash: str  # what an unknown username's password is checked against
     auth: Authenticator
     channels: Sequencer[ChannelCommand, ChannelState, ChannelEvent]
+    auctions: Sequencer[AuctionCommand, AuctionState, AuctionEvent]
 
     @classmethod
     def of(cls, app: Litestar) -> Services:

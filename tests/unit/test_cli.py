@@ -22,6 +22,7 @@ EVERY_PART = [
     ["read-api"],
     ["relay"],
     ["projector"],
+    ["scheduler"],
     ["migrate"],
     ["projections", "status"],
     ["projections", "rebuild", "users"],
@@ -42,7 +43,8 @@ def unreachable_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_help_lists_the_commands() -> None:
     result = runner.invoke(cli.app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "write-api", "read-api", "relay", "projector", "migrate", "projections"):
+    for command in ("run", "write-api", "read-api", "relay", "projector", "scheduler", "migrate",
+                    "projections"):  # fmt: skip
         assert command in result.stdout
 
 
@@ -88,7 +90,13 @@ def test_run_supervises_every_part_and_shows_where_they_are(
 
     assert result.exit_code == 0, result.output
     [children] = started
-    assert [c.name for c in children] == ["write-api", "read-api", "relay", "projector"]
+    assert [c.name for c in children] == [
+        "write-api",
+        "read-api",
+        "relay",
+        "projector",
+        "scheduler",
+    ]
     assert children[0].argv == [sys.executable, "-m", "infra.cli", "write-api"]
     assert "http://127.0.0.1:8000" in result.stdout
     assert "http://127.0.0.1:8001" in result.stdout
