@@ -14,7 +14,7 @@ from infra.settings import Settings
 from infra.tokens import Tokens
 from projections.registry import ALL, ensure_all
 from projections.sessions import RevokedSessions
-from read_api import users
+from read_api import channels, me, messages, users
 from read_api.freshness import Freshness
 from read_api.services import Services, services
 
@@ -44,7 +44,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return http.service_app(
         service="read-api",
         title="Hubbub read API",
-        route_handlers=[users.get_user, users.get_me],
+        route_handlers=[
+            users.get_user,
+            users.get_me,
+            channels.list_channels,
+            channels.get_channel,
+            channels.list_members,
+            messages.list_messages,
+            me.get_unread,
+            me.list_notifications,
+        ],
         lifespan=lifespan,
         provide_services=services,
         guards=[authz.guard],

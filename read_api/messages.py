@@ -1,0 +1,159 @@
+"""A channel's messages, in channel order (`seq` ascending), a page at a time.
+
+Paging is by seq. `after=N`: the oldest `limit` messages after N. `before=N`: the `limit`
+messages just before N. Both: the oldest `limit` strictly between them. Neither: the newest
+`limit`. Every page is in ascending order; `next_cursor` continues in the page's direction
+(newer after `after`, older otherwise) and is null when there is nothing more that way.
+A cursor replaces `before`/`after`; it cannot be combined with them.
+
+In direct channels each message has a `status`, how far its recipient (the member who is
+not its author) has got: `read`, `delivered` or `sent`. For the caller's own messages that
+is the other member's receipts; for the other member's messages, the caller's own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+from psycopg import AsyncConnection
+
+from infra.auth import Principal
+from infra.authz import Action
+from infra.http import Problem
+from read_api.channels import readable_channel
+from read_api.consistency import fresh_enough
+from read_api.paging import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
+from read_api.services import Services
+from read_api.views import text_id, utc
+
+END = 2**62  # above every seq: "no upper bound"
+Seq = Annotated[int | None, QueryParameter(ge=0, le=END, description="a message seq")]
+CursorSeq = Annotated[int, msgspec.Meta(ge=0, le=END)]
+_COLUMNS = "seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted"
+_FORWARD = (
+    f"SELECT {_COLUMNS} FROM rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s"
+    " ORDER BY seq LIMIT %s"
+)
+_BACKWARD = (
+    f"SELECT {_COLUMNS} FROM rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s"
+    " ORDER BY seq DESC LIMIT %s"
+)
+_REACTIONS = (
+    "SELECT message_id, emoji, count(*), bool_or(user_id = %s), min(reacted_at) AS first"
+    " FROM rm_messages.reactions WHERE message_id = ANY(%s)"
+    " GROUP BY message_id, emoji ORDER BY message_id, first, emoji"
+)
+_RECEIPTS = (
+    "SELECT user_id, last_read_seq, last_delivered_seq FROM rm_channels.members"
+    " WHERE channel_id = %s"
+)
+
+Direction = Literal["after", "before"]
+
+
+@get(
+    "/v1/channels/{channel_id:str}/messages",
+    tags=["channels"],
+    summary="A channel's messages in seq order",
+    opt={"action": Action.READ_CHANNEL},
+)
+async def list_messages(
+    request: Request[Any, Any, Any],
+    channel_id: FromPath[str],
+    services: NamedDependency[Services],
+    principal: NamedDependency[Principal],
+    before: Seq = None,
+    after: Seq = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: FromQuery[str | None] = None,
+) -> Response[dict[str, Any]]:
+    """`{items, next_cursor}`; items `{message_id, seq, author_id, text, reply_to, sent_at,
+    edited_at, deleted, reactions: [{emoji, count, me}], status?}`, `text` absent when
+    deleted."""
+    headers = await fresh_enough(request, services, ["channels", "messages"])
+    direction, low, high = _window(before, after, cursor)
+    async with services.pool.connection() as conn:
+        found = await readable_channel(conn, principal, channel_id, headers)
+        cid = found.channel.channel_id
+        query = _FORWARD if direction == "after" else _BACKWARD
+        cur = await conn.execute(query, (cid, low, high, limit + 1), prepare=True)
+        rows = await cur.fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit] if direction == "after" else rows[:limit][::-1]
+        reactions = await _reactions(conn, principal, [r[1] for r in rows])
+        recipients = await _receipts(conn, cid) if found.channel.kind == "direct" else None
+    items = []
+    for seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted in rows:
+        item: dict[str, Any] = {
+            "message_id": str(message_id),
+            "seq": seq,
+            "author_id": str(author_id),
+            "reply_to": text_id(reply_to),
+            "sent_at": utc(sent_at),
+            "edited_at": utc(edited_at),
+            "deleted": deleted,
+            "reactions": reactions.get(message_id, []),
+        }
+        if not deleted:
+            item["text"] = text
+        if recipients is not None:
+            item["status"] = _status(seq, author_id, recipients)
+        items.append(item)
+    next_cursor = None
+    if more and rows:
+        if direction == "after":
+            next_cursor = encode_cursor(("after", rows[-1][0], high))
+        else:
+            next_cursor = encode_cursor(("before", low, rows[0][0]))
+    return Response({"items": items, "next_cursor": next_cursor}, headers=headers)
+
+
+def _window(
+    before: int | None, after: int | None, cursor: str | None
+) -> tuple[Direction, int, int]:
+    """Which way to read, and the open interval (low, high) of seqs to read from."""
+    if cursor is not None:
+        if before is not None or after is not None:
+            raise Problem(400, "validation_failed", "a cursor cannot be combined with before/after",
+                          errors=[{"field": "cursor", "message": "drop before and after"}])  # fmt: skip
+        direction, low, high = decode_cursor(cursor, tuple[Direction, CursorSeq, CursorSeq])
+        return direction, low, high
+    low, high = after or 0, END if before is None else before
+    return ("after" if after is not None else "before"), low, high
+
+
+async def _reactions(
+    conn: AsyncConnection[Any], principal: Principal, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """Per message, its reactions: each emoji once with its count and whether the caller
+    is among them, in the order the emojis were first used."""
+    out: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    if not message_ids:
+        return out
+    cur = await conn.execute(_REACTIONS, (uuid.UUID(principal.user_id), message_ids), prepare=True)
+    for message_id, emoji, count, mine, _ in await cur.fetchall():
+        out.setdefault(message_id, []).append({"emoji": emoji, "count": count, "me": mine})
+    return out
+
+
+async def _receipts(
+    conn: AsyncConnection[Any], channel_id: uuid.UUID
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """The members' (read, delivered) seqs."""
+    cur = await conn.execute(_RECEIPTS, (channel_id,), prepare=True)
+    return {user_id: (read, delivered) for user_id, read, delivered in await cur.fetchall()}
+
+
+def _status(seq: int, author_id: uuid.UUID, members: dict[uuid.UUID, tuple[int, int]]) -> str:
+    """How far the recipient has got with message `seq`; `sent` when nobody else is in."""
+    read, delivered = max(
+        (seqs for user_id, seqs in members.items() if user_id != author_id), default=(0, 0)
+    )
+    if seq <= read:
+        return "read"
+    return "delivered" if seq <= delivered else "sent"
