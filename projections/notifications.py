@@ -3,7 +3,12 @@
 Chat makes three kinds: `invited` (for the invitee), `mentioned` (for each member a
 message's `@username`s named) and `reply` (for the author of the message answered). A user
 both mentioned in and replied to by one message gets one notification, `reply`: the more
-specific of the two. Nobody is notified of their own messages.
+specific of the two. Nobody is notified of their own messages. Auctions make `outbid` (for
+the leader a bid displaced), `won` (for the winner), `sold` and `ended` (for the seller,
+sold or ended without sale).
+
+`of` is the one definition of who hears of what: the WebSocket feed sends the same
+notifications live.
 
 A mention or reply becomes read when its user has read the channel up to its seq (a read
 receipt, or sending a later message there); an invite, when the invitee joins.
@@ -24,14 +29,19 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from events.auction import AuctionClosed, BidPlaced
 from events.channel import MemberInvited, MemberJoined, MessageSent, MessagesRead
 from events.envelope import Envelope
-from events.registry import decode
+from events.registry import Event, decode
 from projections.batching import Runs
 
 name = "notifications"
-version = 1
-types = frozenset({"MemberInvited", "MemberJoined", "MessageSent", "MessagesRead"})
+version = 2  # 2: auctions
+types = frozenset(
+    {"MemberInvited", "MemberJoined", "MessageSent", "MessagesRead", "BidPlaced", "AuctionClosed"}
+)
+_COLUMNS = ("notification_id", "user_id", "kind", "channel_id", "message_id", "seq",
+            "auction_id", "amount", "actor_id", "created_at")  # fmt: skip
 
 
 def ddl(schema: str) -> list[str]:
@@ -40,7 +50,8 @@ def ddl(schema: str) -> list[str]:
     return [
         f"CREATE TABLE {s}.notifications ("
         " notification_id text PRIMARY KEY, user_id uuid NOT NULL, kind text NOT NULL,"
-        " channel_id uuid, message_id uuid, seq bigint, actor_id uuid,"
+        " channel_id uuid, message_id uuid, seq bigint, auction_id uuid, amount bigint,"
+        " actor_id uuid,"
         " created_at timestamptz NOT NULL, read boolean NOT NULL DEFAULT false,"
         # the version, in its channel's stream, of the event that made it: a join reads
         # only the invites before it, also when a batch is applied again
@@ -64,9 +75,8 @@ def _statements(schema: str) -> _Statements:
 
     return _Statements(
         insert=q(
-            "INSERT INTO {s}.notifications (notification_id, user_id, kind, channel_id,"
-            " message_id, seq, actor_id, created_at, stream_version)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {s}.notifications (" + ", ".join(_COLUMNS) + ", stream_version)"
+            " VALUES (" + ", ".join(f"%({c})s" for c in (*_COLUMNS, "stream_version")) + ")"
             " ON CONFLICT (notification_id) DO NOTHING"
         ),
         read_upto=q(
@@ -91,21 +101,17 @@ async def apply(
     read_upto: dict[tuple[str, str], int] = {}
     for envelope in events:
         event = decode(envelope.type, envelope.schema_version, envelope.data)
+        for notification in of(envelope, event):
+            await runs.add(
+                statements.insert, {**notification, "stream_version": envelope.stream_version}
+            )
         match event:
             case MessageSent():
-                for row in _message_rows(envelope, event):
-                    await runs.add(statements.insert, row)
                 key = (event.author_id, event.channel_id)
                 read_upto[key] = max(read_upto.get(key, 0), event.seq)
             case MessagesRead():
                 key = (event.user_id, event.channel_id)
                 read_upto[key] = max(read_upto.get(key, 0), event.seq)
-            case MemberInvited():
-                await runs.add(statements.insert, (
-                    f"{envelope.event_id}:invited:{event.user_id}", event.user_id, "invited",
-                    event.channel_id, None, None, event.invited_by, event.invited_at,
-                    envelope.stream_version,
-                ))  # fmt: skip
             case MemberJoined():
                 await runs.add(
                     statements.joined, (event.user_id, event.channel_id, envelope.stream_version)
@@ -115,17 +121,40 @@ async def apply(
     await runs.flush()
 
 
-def _message_rows(envelope: Envelope, event: MessageSent) -> list[tuple[Any, ...]]:
-    """The notification rows a message makes: a reply for the author answered, a mention
-    for every other member named (never for the message's own author)."""
-    kinds: dict[str, str] = {}
-    for user_id in event.mentions:
-        kinds[user_id] = "mentioned"
-    if event.reply_to_author_id is not None:
-        kinds[event.reply_to_author_id] = "reply"
-    kinds.pop(event.author_id, None)
-    return [
-        (f"{envelope.event_id}:{kind}:{user_id}", user_id, kind, event.channel_id,
-         event.message_id, event.seq, event.author_id, event.sent_at, envelope.stream_version)
-        for user_id, kind in kinds.items()
-    ]  # fmt: skip
+def _notification(envelope: Envelope, kind: str, user_id: str, **fields: Any) -> dict[str, Any]:
+    return {**dict.fromkeys(_COLUMNS), **fields, "user_id": user_id, "kind": kind,
+            "notification_id": f"{envelope.event_id}:{kind}:{user_id}"}  # fmt: skip
+
+
+def of(envelope: Envelope, event: Event) -> list[dict[str, Any]]:
+    """The notifications one event makes (client views: nothing private)."""
+    match event:
+        case MessageSent():
+            kinds: dict[str, str] = dict.fromkeys(event.mentions, "mentioned")
+            if event.reply_to_author_id is not None:
+                kinds[event.reply_to_author_id] = "reply"
+            kinds.pop(event.author_id, None)
+            return [
+                _notification(envelope, kind, user_id, channel_id=event.channel_id,
+                              message_id=event.message_id, seq=event.seq,
+                              actor_id=event.author_id, created_at=event.sent_at)
+                for user_id, kind in kinds.items()
+            ]  # fmt: skip
+        case MemberInvited():
+            return [_notification(envelope, "invited", event.user_id, channel_id=event.channel_id,
+                                  actor_id=event.invited_by, created_at=event.invited_at)]  # fmt: skip
+        case BidPlaced() if event.outbid_id is not None:
+            return [_notification(envelope, "outbid", event.outbid_id, auction_id=event.auction_id,
+                                  amount=event.amount, actor_id=event.bidder_id,
+                                  created_at=event.placed_at)]  # fmt: skip
+        case AuctionClosed() if event.sold and event.winner_id is not None:
+            common = dict(
+                auction_id=event.auction_id, amount=event.price, created_at=event.closed_at
+            )
+            return [_notification(envelope, "won", event.winner_id, actor_id=event.seller_id, **common),
+                    _notification(envelope, "sold", event.seller_id, actor_id=event.winner_id, **common)]  # fmt: skip
+        case AuctionClosed():
+            return [_notification(envelope, "ended", event.seller_id, auction_id=event.auction_id,
+                                  created_at=event.closed_at)]  # fmt: skip
+        case _:
+            return []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool
 
-from projections import auctions, channels, messages, notifications, sessions, users
+from projections import auctions, channels, feed, messages, notifications, sessions, users
 from projections.runtime import Projection, ensure_schema
 
-ALL: tuple[Projection, ...] = (users, sessions, channels, messages, notifications, auctions)
+ALL: tuple[Projection, ...] = (
+    users, sessions, channels, messages, notifications, auctions, feed
+)  # fmt: skip
 
 
 async def ensure_all(pool: AsyncConnectionPool) -> None:

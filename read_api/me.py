@@ -29,7 +29,8 @@ _UNREAD = (
     " WHERE unread > 0 ORDER BY channel_id"
 )
 _NOTIFICATIONS = (
-    "SELECT notification_id, kind, channel_id, message_id, seq, actor_id, created_at, read"
+    "SELECT notification_id, kind, channel_id, message_id, seq, actor_id, created_at, read,"
+    " auction_id, amount"
     " FROM rm_notifications.notifications WHERE user_id = %s"
     " AND (created_at, notification_id) < (%s, %s){unread}"
     " ORDER BY created_at DESC, notification_id DESC LIMIT %s"
@@ -75,8 +76,8 @@ async def list_notifications(
     limit: Limit = DEFAULT_LIMIT,
     cursor: FromQuery[str | None] = None,
 ) -> Response[dict[str, Any]]:
-    """`{items: [{notification_id, kind, channel_id, message_id, seq, actor_id,
-    created_at, read}], next_cursor}`."""
+    """`{items: [{notification_id, kind, channel_id, message_id, seq, auction_id, amount,
+    actor_id, created_at, read}], next_cursor}`."""
     headers = await fresh_enough(request, services, ["notifications"])
     last = decode_cursor(cursor, tuple[AwareTime, str]) if cursor else (_END_OF_TIME, "")
     async with services.pool.connection() as conn:
@@ -89,7 +90,7 @@ async def list_notifications(
     items = [
         {"notification_id": r[0], "kind": r[1], "channel_id": text_id(r[2]),
          "message_id": text_id(r[3]), "seq": r[4], "actor_id": text_id(r[5]),
-         "created_at": utc(r[6]), "read": r[7]}
+         "created_at": utc(r[6]), "read": r[7], "auction_id": text_id(r[8]), "amount": r[9]}
         for r in rows
     ]  # fmt: skip
     next_cursor = encode_cursor((rows[-1][6], rows[-1][0])) if more else None

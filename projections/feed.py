@@ -1,0 +1,224 @@
+"""The feed read model: what the WebSocket gateway sends, as numbered frames per topic.
+
+Each event a client may watch becomes a frame on its topic: `channel:<id>`, `auction:<id>`
+or `me:<user_id>` (the user's notifications). A topic's frames are numbered 1, 2, 3, ...
+(`seq`) in the order the log gives them, so a client resumes with `after_seq` from this
+table and the gateway tails it by `position`. Frames hold client views only: never a
+password hash, a token or anybody's private data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from events.auction import (
+    AuctionBoughtNow,
+    AuctionCancelled,
+    AuctionClosed,
+    AuctionExtended,
+    AuctionOpened,
+    BidPlaced,
+)
+from events.channel import (
+    ChannelDeleted,
+    MemberJoined,
+    MemberLeft,
+    MessageDeleted,
+    MessageEdited,
+    MessagesDelivered,
+    MessageSent,
+    MessagesRead,
+    ReactionAdded,
+    ReactionRemoved,
+)
+from events.envelope import Envelope
+from events.registry import Event, decode
+from projections import notifications
+
+name = "feed"
+version = 1
+types = frozenset(
+    {"MemberJoined", "MemberLeft", "MemberInvited", "ChannelDeleted", "MessageSent",
+     "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved", "MessagesRead",
+     "MessagesDelivered", "AuctionOpened", "BidPlaced", "AuctionExtended", "AuctionCancelled",
+     "AuctionClosed"}
+)  # fmt: skip
+_ENCODER = msgspec.json.Encoder()
+
+# (topic, frame name, client view)
+Frame = tuple[str, str, dict[str, Any]]
+
+
+def ddl(schema: str) -> list[str]:
+    """Frames keyed by (topic, seq), found by position for tailing; each topic's last seq."""
+    s = sql.Identifier(schema).as_string()
+    return [
+        f"CREATE TABLE {s}.frames ("
+        " topic text NOT NULL, seq bigint NOT NULL, position text NOT NULL,"
+        " event_id uuid NOT NULL, name text NOT NULL, data json NOT NULL,"
+        " PRIMARY KEY (topic, seq), UNIQUE (event_id, topic, name))",
+        f"CREATE INDEX frames_by_position ON {s}.frames (position)",
+        f"CREATE TABLE {s}.topics (topic text PRIMARY KEY, seq bigint NOT NULL)",
+    ]
+
+
+def channel_topic(channel_id: str) -> str:
+    return f"channel:{channel_id}"
+
+
+def auction_topic(auction_id: str) -> str:
+    return f"auction:{auction_id}"
+
+
+def me_topic(user_id: str) -> str:
+    return f"me:{user_id}"
+
+
+def _channel(event: Event) -> Iterator[Frame]:
+    match event:
+        case MessageSent():
+            yield channel_topic(event.channel_id), "message.sent", {
+                "channel_id": event.channel_id, "message_id": event.message_id, "seq": event.seq,
+                "author_id": event.author_id, "text": event.text, "reply_to": event.reply_to,
+                "sent_at": event.sent_at,
+            }  # fmt: skip
+        case MessageEdited():
+            yield channel_topic(event.channel_id), "message.edited", {
+                "channel_id": event.channel_id, "message_id": event.message_id, "seq": event.seq,
+                "text": event.text, "edited_at": event.edited_at,
+            }  # fmt: skip
+        case MessageDeleted():
+            yield channel_topic(event.channel_id), "message.deleted", {
+                "channel_id": event.channel_id, "message_id": event.message_id, "seq": event.seq,
+                "deleted_by": event.deleted_by,
+            }  # fmt: skip
+        case ReactionAdded() | ReactionRemoved():
+            kind = "reaction.added" if isinstance(event, ReactionAdded) else "reaction.removed"
+            yield channel_topic(event.channel_id), kind, {
+                "channel_id": event.channel_id, "message_id": event.message_id, "seq": event.seq,
+                "user_id": event.user_id, "emoji": event.emoji,
+            }  # fmt: skip
+        case MessagesRead() | MessagesDelivered():
+            kind = "receipt.read" if isinstance(event, MessagesRead) else "receipt.delivered"
+            yield channel_topic(event.channel_id), kind, {
+                "channel_id": event.channel_id, "user_id": event.user_id,
+                "message_id": event.message_id, "seq": event.seq,
+            }  # fmt: skip
+        case MemberJoined():
+            yield channel_topic(event.channel_id), "member.joined", {
+                "channel_id": event.channel_id, "user_id": event.user_id, "role": event.role,
+                "joined_at": event.joined_at,
+            }  # fmt: skip
+        case MemberLeft():
+            yield channel_topic(event.channel_id), "member.left", {
+                "channel_id": event.channel_id, "user_id": event.user_id,
+            }  # fmt: skip
+        case ChannelDeleted():
+            yield (
+                channel_topic(event.channel_id),
+                "channel.deleted",
+                {"channel_id": event.channel_id},
+            )
+        case _:
+            return
+
+
+def _auction(event: Event) -> Iterator[Frame]:
+    match event:
+        case AuctionOpened():
+            yield auction_topic(event.auction_id), "auction.opened", {
+                "auction_id": event.auction_id, "currency": event.currency,
+                "starting_price": event.starting_price, "min_increment": event.min_increment,
+                "ends_at": event.ends_at,
+            }  # fmt: skip
+        case BidPlaced():
+            yield auction_topic(event.auction_id), "bid.placed", {
+                "auction_id": event.auction_id, "bid_id": event.bid_id,
+                "bidder_id": event.bidder_id, "amount": event.amount, "currency": event.currency,
+                "placed_at": event.placed_at,
+            }  # fmt: skip
+        case AuctionExtended():
+            yield auction_topic(event.auction_id), "auction.extended", {
+                "auction_id": event.auction_id, "ends_at": event.ends_at,
+            }  # fmt: skip
+        case AuctionCancelled():
+            yield (
+                auction_topic(event.auction_id),
+                "auction.cancelled",
+                {"auction_id": event.auction_id},
+            )
+        case AuctionClosed():
+            yield auction_topic(event.auction_id), "auction.closed", {
+                "auction_id": event.auction_id, "sold": event.sold, "reason": event.reason,
+                "winner_id": event.winner_id, "price": event.price, "currency": event.currency,
+            }  # fmt: skip
+        case AuctionBoughtNow():
+            return  # the AuctionClosed that follows says it
+        case _:
+            return
+
+
+def frames_of(envelope: Envelope, event: Event) -> list[Frame]:
+    """The frames one event makes, on every topic it concerns."""
+    out = [*_channel(event), *_auction(event)]
+    for notification in notifications.of(envelope, event):
+        out.append((me_topic(notification["user_id"]), "notification", notification))
+    return out
+
+
+async def apply(
+    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
+) -> None:
+    """Number each topic's new frames after its last one; a frame already stored (same
+    event, topic and name) is not stored again."""
+    made: list[tuple[str, str, Envelope, dict[str, Any]]] = []
+    for envelope in events:
+        event = decode(envelope.type, envelope.schema_version, envelope.data)
+        made.extend(
+            (topic, kind, envelope, view) for topic, kind, view in frames_of(envelope, event)
+        )
+    if not made:
+        return
+    s = sql.Identifier(schema)
+    topics = sorted({topic for topic, *_ in made})
+    cur = await conn.execute(
+        sql.SQL("SELECT topic, seq FROM {}.topics WHERE topic = ANY(%s)").format(s), (topics,)
+    )
+    last = dict(await cur.fetchall())
+    cur = await conn.execute(
+        sql.SQL("SELECT event_id::text, topic, name FROM {}.frames WHERE event_id = ANY(%s::uuid[])").format(s),
+        (sorted({e.event_id for _, _, e, _ in made}),),
+    )  # fmt: skip
+    seen = {tuple(row) for row in await cur.fetchall()}
+    rows = []
+    for topic, kind, envelope, view in made:
+        if (envelope.event_id, topic, kind) in seen:
+            continue
+        last[topic] = last.get(topic, 0) + 1
+        rows.append(
+            (
+                topic,
+                last[topic],
+                envelope.position,
+                envelope.event_id,
+                kind,
+                _ENCODER.encode(view).decode(),
+            )
+        )
+    if not rows:
+        return
+    async with conn.cursor() as c:
+        await c.executemany(
+            sql.SQL("INSERT INTO {}.frames (topic, seq, position, event_id, name, data)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)").format(s), rows,
+        )  # fmt: skip
+        await c.executemany(
+            sql.SQL("INSERT INTO {}.topics (topic, seq) VALUES (%s, %s)"
+                    " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq").format(s),
+            [(t, last[t]) for t in topics if t in last],
+        )  # fmt: skip
