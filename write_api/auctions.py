@@ -7,7 +7,6 @@ step, and appended together.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -25,7 +24,7 @@ from infra.authz import Action
 from infra.http import Problem, strictly
 from infra.store import NO_STREAM, StreamAppend
 from write_api.channels import answer, command_context
-from write_api.handling import Decision, execute, new_events
+from write_api.handling import Decision, execute, new_events, path_id
 from write_api.services import Services
 
 # ISO 4217 codes in use (2024); money never leaves this list.
@@ -217,11 +216,7 @@ class BidBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def auction_id_of(raw: str) -> str:
-    """A path's auction id, canonical; 404 for anything that is not a UUID."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise Problem(404, "auction_not_found", "no such auction") from None
+    return path_id(raw, "auction_not_found", "no such auction")
 
 
 def known_currency(code: str | None) -> None:

@@ -7,7 +7,6 @@ take the plain load -> decide -> append path.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -42,6 +41,7 @@ from write_api.handling import (
     load,
     metadata,
     new_events,
+    path_id,
 )
 from write_api.roles import is_admin
 from write_api.sequencer import Respond
@@ -69,19 +69,12 @@ class UserBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def channel_id_of(raw: str) -> str:
-    """A path's channel id, canonical; 404 for anything that is not a UUID."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise Problem(404, "channel_not_found", "no such channel") from None
+    return path_id(raw, "channel_not_found", "no such channel")
 
 
 async def existing_user(services: Services, raw: str) -> str:
     """A body's user id, canonical, of a registered user; else 404 user_not_found."""
-    try:
-        user_id = str(uuid.UUID(raw))
-    except ValueError:
-        raise Problem(404, "user_not_found", "no such user") from None
+    user_id = path_id(raw, "user_not_found", "no such user")
     if await services.store.version_of(user_stream(user_id)) == 0:
         raise Problem(404, "user_not_found", "no such user")
     return user_id

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,6 +62,15 @@ class IdempotentRequest:
         anyone guess them."""
         material = b"\0".join([method.encode(), path.encode(), _ENCODER.encode(body)])
         return cls(scope, key, hmac.new(secret.encode(), material, hashlib.sha256).digest())
+
+
+def path_id(raw: str, code: str, detail: str) -> str:
+    """An id from the path or body, canonical; 404 `code` for anything that is not a UUID
+    (an id that cannot exist is as absent as one that does not)."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise Problem(404, code, detail) from None
 
 
 def idempotency_key(raw: str | None) -> str | None:

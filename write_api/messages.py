@@ -21,7 +21,7 @@ from infra.auth import Principal
 from infra.authz import Action
 from infra.http import Problem
 from write_api.channels import admin_unless, channel_id_of, submit
-from write_api.handling import user_id_of
+from write_api.handling import path_id, user_id_of
 from write_api.services import Services
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
@@ -49,11 +49,7 @@ class ReactionBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def message_id_of(raw: str) -> str:
-    """A message id, canonical; 404 for anything that is not a UUID."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise Problem(404, "message_not_found", "no such message in this channel") from None
+    return path_id(raw, "message_not_found", "no such message in this channel")
 
 
 async def mentioned(services: Services, text: str) -> tuple[str, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from write_api.handling import (
     load,
     metadata,
     new_events,
+    path_id,
 )
 from write_api.services import Services
 
@@ -48,10 +48,7 @@ async def require_admin(services: Services, principal: Principal) -> None:
 
 
 def _user_id(raw: str) -> str:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise Problem(404, "user_not_found", "no such user") from None
+    return path_id(raw, "user_not_found", "no such user")
 
 
 async def _change(request: Request[Any, Any, Any], services: Services, principal: Principal, user_id: str,
