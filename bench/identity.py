@@ -12,12 +12,8 @@ with 64 MiB, so the peak should stay near the baseline plus 2 x 64 MiB however m
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -28,10 +24,11 @@ import psutil
 import psycopg
 
 from bench.context import QUICK, BenchContext
+from bench.processes import free_port, running, wait_live
 from bench.result import Result
+from bench.timing import quantile
 from infra.auth import Authenticator
 from infra.db import migrate
-from infra.settings import Settings
 from infra.tokens import Tokens
 from projections import sessions
 from projections.runtime import ensure_schema
@@ -47,13 +44,6 @@ ARGON2_SLOTS = 2  # Passwords' default concurrency
 ARGON2_MIB = 64  # memory per hash (argon2-cffi's default profile)
 RSS_SLACK_MIB = 32  # allocator and request buffers on top of the hashes
 SAMPLE_S = 0.010
-START_TIMEOUT_S = 60.0
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank quantile of an ascending list."""
-    index = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
 
 
 def _mib(n_bytes: float) -> float:
@@ -123,32 +113,6 @@ async def token_verify(ctx: BenchContext) -> Result:
 # --- login ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_write_api(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **replace(settings, log_level="WARNING").to_env()}
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", "write-api"], env=env)
-
-
-async def _wait_live(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.perf_counter() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the write API exited with {proc.returncode} while starting")
-        try:
-            if (await client.get("/health/live")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"the write API was not live within {START_TIMEOUT_S:.0f} s")
-        await asyncio.sleep(0.1)
-
-
 async def _login(client: httpx.AsyncClient, username: str) -> float:
     """Seconds for one successful login."""
     start = time.perf_counter()
@@ -200,15 +164,14 @@ def _hash_p50_ms(runs: int) -> float:
 async def _measure_login(ctx: BenchContext, url: str) -> Result:
     quick = ctx.sizes is QUICK
     sequential, bursts, hash_runs = (10, 1, 5) if quick else (30, 3, 10)
-    port = _free_port()
+    port = free_port()
     settings = replace(ctx.nats.settings(url), write_api_port=port,
                        jwt_secret=secrets.token_hex(32))  # fmt: skip
-    proc = _start_write_api(settings)
     limits = httpx.Limits(max_connections=USERS, max_keepalive_connections=USERS)
-    try:
+    with running(settings, "write-api") as (proc,):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
                                      timeout=120.0) as client:  # fmt: skip
-            await _wait_live(client, proc)
+            await wait_live(client, proc)
             names = [f"bench{i:03d}" for i in range(USERS)]
 
             async def register(name: str) -> None:
@@ -237,15 +200,8 @@ async def _measure_login(ctx: BenchContext, url: str) -> Result:
                     burst_s.append(time.perf_counter() - start)
                 peaks.append(sampler.peak)
             rss_after = psutil.Process(proc.pid).memory_info().rss
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
-    p50, p99 = statistics.median(latencies), _quantile(latencies, 0.99)
+    p50, p99 = statistics.median(latencies), quantile(latencies, 0.99)
     peak = max(peaks)
     bound = rss_before + (ARGON2_SLOTS * ARGON2_MIB + RSS_SLACK_MIB) * 2**20
     share = hash_p50 / p50

@@ -18,24 +18,21 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import psycopg
 
 from bench.context import QUICK, BenchContext
+from bench.processes import start_part, stop_parts
 from bench.result import Result
+from bench.timing import quantile
 from events.envelope import Position
 from events.registry import encode
 from events.user import UserRegistered, user_stream
 from infra.db import make_pool, migrate
-from infra.settings import Settings
 from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
 from projections.runtime import NOTIFY_CHANNEL
 
@@ -59,12 +56,6 @@ def _registration() -> StreamAppend:
     event = NewEvent(event_id=uuid.uuid4(), type=type_name, data=data,
                      metadata=b'{"correlation_id":"bench"}', schema_version=version)  # fmt: skip
     return StreamAppend(user_stream(user_id), NO_STREAM, [event])
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank quantile of an ascending list."""
-    index = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
 
 
 async def _listen(conn: psycopg.AsyncConnection[object], arrivals: list[tuple[float, Position]]) -> None:  # fmt: skip
@@ -117,18 +108,12 @@ async def _wait_visible(arrivals: list[tuple[float, Position]], last: Position) 
         await asyncio.sleep(0.01)
 
 
-def _start_part(part: str, settings: Settings) -> subprocess.Popen[bytes]:
-    """`hubbub relay` / `hubbub projector` in a process of its own, as `hubbub run` has them."""
-    env = {**os.environ, **replace(settings, log_level="WARNING").to_env()}
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", part], env=env)
-
-
 async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
     settings = ctx.nats.settings(url)
     writer_pool = make_pool(url, min_size=8, max_size=8, name="bench-latency")
     listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
     tasks: list[asyncio.Task[None]] = []
-    parts = [_start_part("relay", settings), _start_part("projector", settings)]
+    parts = [start_part("relay", settings), start_part("projector", settings)]
     try:
         await writer_pool.open(wait=True, timeout=60)
         await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -145,13 +130,7 @@ async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
             if store.notifier is not None:
                 await store.notifier.close()
     finally:
-        for proc in parts:
-            proc.terminate()
-        for proc in parts:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_parts(parts)
         for task in tasks:  # the listener never ends by itself
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -167,12 +146,12 @@ async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
         latencies.append((arrivals[i][0] - committed) * 1000.0)
     latencies.sort()
     span = timed[-1][2] - timed[0][2]
-    p50, p99 = statistics.median(latencies), _quantile(latencies, 0.99)
+    p50, p99 = statistics.median(latencies), quantile(latencies, 0.99)
     return Result(
         name="commit_to_read_model_latency", value=p50, unit="ms", n=len(latencies),
         seconds=span,
         extra={
-            "p50_ms": round(p50, 2), "p90_ms": round(_quantile(latencies, 0.90), 2),
+            "p50_ms": round(p50, 2), "p90_ms": round(quantile(latencies, 0.90), 2),
             "p99_ms": round(p99, 2), "max_ms": round(latencies[-1], 2),
             "rate_per_s": round((len(timed) - 1) / span, 1),
             "target": f"p50 <= {TARGET_P50_MS:g} ms: {'pass' if p50 <= TARGET_P50_MS else 'FAIL'}, "

@@ -104,6 +104,23 @@ WORKLOADS: tuple[Workload, ...] = (
         name="login", entry="bench.identity:login", unit="ms", optional=True,
         about="write API process: sequential POST /v1/auth/login, then RSS under 50 concurrent logins",
     ),
+    Workload(
+        name="chat_send", entry="bench.chat:chat_send", unit="messages/s", target=3_000,
+        about="write API process: POST /v1/channels/{id}/messages, 32 closed-loop clients over "
+              "200 channels of 4 members (each client its own channels); p99 <= 25 ms in notes",
+    ),
+    Workload(
+        name="chat_hot_channel", entry="bench.chat:chat_hot_channel", unit="messages/s",
+        target=1_000,
+        about="write API process: 200 members sending to one channel at once, closed loop; "
+              "the store's MessageSent seqs must be exactly 1..N, N = the 201s",
+    ),
+    Workload(
+        name="chat_send_to_visible", entry="bench.chat:chat_send_to_visible", unit="ms",
+        about="1,000 messages/s offered (open loop): scheduled send -> 201 -> read API GET with "
+              "X-Min-Position answers with the message (write/read API, relay, projector); "
+              "p50 (lower is better; p50 <= 5 ms, p99 <= 25 ms in notes)",
+    ),
 )  # fmt: skip
 
 RATIOS: tuple[RatioSpec, ...] = (
@@ -114,6 +131,12 @@ RATIOS: tuple[RatioSpec, ...] = (
     RatioSpec(
         name="append_single / eventsourcing_lib", numerator="append_single",
         denominator="eventsourcing_lib", target=4.0, paired=False,
+    ),
+    # Whole HTTP commands (auth, decide, append, answer) beside the library's bare saves:
+    # shown for scale, no target.
+    RatioSpec(
+        name="chat_send / eventsourcing_lib", numerator="chat_send",
+        denominator="eventsourcing_lib", target=None, paired=False,
     ),
 )  # fmt: skip
 

@@ -85,6 +85,7 @@ class LazyNats:
         self.subject_prefix = f"bench{run_id}."
         self._server: ServerProcess | None = None
         self._url: str | None = None
+        self._streams = {self.stream}
         self.used = False
 
     def url(self) -> str:
@@ -97,18 +98,29 @@ class LazyNats:
         self.used = True
         return self._url
 
-    def settings(self, database_url: str) -> Settings:
-        """Settings naming this run's database, NATS server, stream and subjects."""
+    @property
+    def pid(self) -> int | None:
+        """The embedded server's pid, when this run started one (for its CPU time)."""
+        return self._server.pid if self._server is not None else None
+
+    def settings(self, database_url: str, scope: str | None = None) -> Settings:
+        """Settings naming this run's database, NATS server, stream and subjects. A
+        `scope` gets a stream and subjects of its own: a workload whose projector must not
+        meet the events another workload published from another database."""
+        stream, prefix = self.stream, self.subject_prefix
+        if scope is not None:
+            stream, prefix = f"{stream}_{scope.upper()}", f"{prefix}{scope}."
+            self._streams.add(stream)
         return Settings(
             database_url=database_url,
             nats_url=self.url(),
             data_dir=self.tmp,
-            nats_stream=self.stream,
-            subject_prefix=self.subject_prefix,
+            nats_stream=stream,
+            subject_prefix=prefix,
         )
 
     async def delete_stream(self) -> None:
-        """Remove this run's stream from a server that outlives the run."""
+        """Remove this run's streams from a server that outlives the run."""
         if not self.used or self._server is not None or self._url is None:
             return  # never used, or embedded: the server and its store go with the temp dir
         import nats
@@ -116,8 +128,9 @@ class LazyNats:
 
         nc = await nats.connect(self._url, connect_timeout=2, max_reconnect_attempts=0)
         try:
-            with contextlib.suppress(NotFoundError):
-                await nc.jetstream().delete_stream(self.stream)
+            for stream in sorted(self._streams):
+                with contextlib.suppress(NotFoundError):
+                    await nc.jetstream().delete_stream(stream)
         finally:
             await nc.close()
 

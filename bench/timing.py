@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -60,12 +60,15 @@ def _busy() -> float:
 
 
 @contextmanager
-def stopwatch() -> Iterator[Measured]:
+def stopwatch(freeze: bool = True) -> Iterator[Measured]:
     """Measure the block. The garbage collector stops seeing what exists now: the payloads
     built in advance would otherwise be rescanned by every full collection, a cost of the
-    harness and not of the code under test. Garbage made inside is still collected."""
-    gc.collect()
-    gc.freeze()
+    harness and not of the code under test. Garbage made inside is still collected.
+    `freeze=False` leaves the collector alone: for a window opened while load is already
+    running (on another thread), which a collection here would pause."""
+    if freeze:
+        gc.collect()
+        gc.freeze()
     m = Measured()
     server, busy, cpu = SERVER.cpu(), _busy(), time.process_time()
     started = time.perf_counter()
@@ -78,7 +81,14 @@ def stopwatch() -> Iterator[Measured]:
         server_now = SERVER.cpu()
         if server is not None and server_now is not None:
             m.server_cpu = server_now - server
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile of an ascending sequence."""
+    index = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
 
 
 async def writers(count: int, per_writer: int, op: Callable[[int], Awaitable[object]]) -> None:
