@@ -32,6 +32,7 @@ class Action(StrEnum):
     READ_CHANNEL = "channel:read"  # a resource: ChannelAccess
     READ_OWN = "me:read_own"  # the caller's unread counts and notifications
     AUCTION = "auction:write"  # the decider holds the per-auction rules (seller, bidder)
+    READ_AUCTIONS = "auctions:read"  # listings, one auction, its bids: any signed-in user
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ RULES: dict[Action, Rule] = {
     Action.READ_CHANNEL: _channel_reader,
     Action.READ_OWN: _anyone,
     Action.AUCTION: _anyone,
+    Action.READ_AUCTIONS: _anyone,
 }
 
 

@@ -28,7 +28,7 @@ from events.registry import decode
 from projections.batching import Runs
 
 name = "auctions"
-version = 1
+version = 2  # 2: an index per listing order (read_api/auctions.py)
 types = frozenset(
     {"AuctionOpened", "BidPlaced", "AuctionExtended", "AuctionBoughtNow", "AuctionCancelled",
      "AuctionClosed"}
@@ -50,11 +50,24 @@ def ddl(schema: str) -> list[str]:
         " bid_count integer NOT NULL DEFAULT 0, ends_at timestamptz NOT NULL,"
         " opened_at timestamptz NOT NULL, closed_at timestamptz, winner_id uuid,"
         " stream_version bigint NOT NULL)",
-        f"CREATE INDEX auctions_due ON {s}.auctions (ends_at) WHERE status = 'open'",
-        f"CREATE INDEX auctions_status_ends ON {s}.auctions (status, ends_at, auction_id)",
-        f"CREATE INDEX auctions_status_opened ON {s}.auctions (status, opened_at DESC, auction_id)",
-        f"CREATE INDEX auctions_category ON {s}.auctions (category, status, ends_at)",
-        f"CREATE INDEX auctions_seller ON {s}.auctions (seller_id, opened_at DESC)",
+        # Each listing order has an index in that order (read backwards for `newest`), so
+        # a page is a short index range scan. Where a status filter would otherwise walk
+        # past the other kind (open auctions end after every closed one; closed ones
+        # opened before every open one), a partial index skips them. The closer's due
+        # query uses auctions_open_ends too. None of these columns changes when a bid is
+        # applied, so the hot path stays a HOT update.
+        f"CREATE INDEX auctions_open_ends ON {s}.auctions (ends_at, auction_id)"
+        " WHERE status = 'open'",
+        f"CREATE INDEX auctions_closed_newest ON {s}.auctions (opened_at, auction_id)"
+        " WHERE status <> 'open'",
+        f"CREATE INDEX auctions_ends ON {s}.auctions (ends_at, auction_id)",
+        f"CREATE INDEX auctions_newest ON {s}.auctions (opened_at, auction_id)",
+        f"CREATE INDEX auctions_category_open_ends ON {s}.auctions (category, ends_at, auction_id)"
+        " WHERE status = 'open'",
+        f"CREATE INDEX auctions_category_ends ON {s}.auctions (category, ends_at, auction_id)",
+        f"CREATE INDEX auctions_category_newest ON {s}.auctions (category, opened_at, auction_id)",
+        f"CREATE INDEX auctions_seller_ends ON {s}.auctions (seller_id, ends_at, auction_id)",
+        f"CREATE INDEX auctions_seller_newest ON {s}.auctions (seller_id, opened_at, auction_id)",
         f"CREATE TABLE {s}.bids ("
         " bid_id uuid PRIMARY KEY, auction_id uuid NOT NULL, bidder_id uuid NOT NULL,"
         " amount bigint NOT NULL, currency text NOT NULL, placed_at timestamptz NOT NULL,"

@@ -14,7 +14,7 @@ from infra.settings import Settings
 from infra.tokens import Tokens
 from projections.registry import ALL, ensure_all
 from projections.sessions import RevokedSessions
-from read_api import channels, me, messages, users
+from read_api import auctions, channels, me, messages, users
 from read_api.freshness import Freshness
 from read_api.services import Services, services
 
@@ -53,6 +53,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             messages.list_messages,
             me.get_unread,
             me.list_notifications,
+            auctions.list_auctions,
+            auctions.get_auction,
+            auctions.list_bids,
         ],
         lifespan=lifespan,
         provide_services=services,
