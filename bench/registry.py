@@ -121,6 +121,19 @@ WORKLOADS: tuple[Workload, ...] = (
               "X-Min-Position answers with the message (write/read API, relay, projector); "
               "p50 (lower is better; p50 <= 5 ms, p99 <= 25 ms in notes)",
     ),
+    Workload(
+        name="auction_hot", entry="bench.auction:auction_hot", unit="decisions/s",
+        target=1_000,
+        about="write API process: 200 bidders on one auction at once, closed loop, each bidding "
+              "current price + increment (learned from 409 minimum_bid); 201s and 409 bid_too_low "
+              "both count; the stream must hold exactly the 201s, rising by >= the increment",
+    ),
+    Workload(
+        name="auction_bid_to_visible", entry="bench.auction:auction_bid_to_visible", unit="ms",
+        about="1,000 bids/s offered (open loop) over 200 auctions: scheduled bid -> 201 -> read "
+              "API GET /v1/auctions/{id} with X-Min-Position shows it (write/read API, relay, "
+              "projector); p50 (lower is better; p99 <= 25 ms in notes)",
+    ),
 )  # fmt: skip
 
 RATIOS: tuple[RatioSpec, ...] = (
