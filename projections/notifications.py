@@ -36,12 +36,12 @@ from events.registry import Event, decode
 from projections.batching import Runs
 
 name = "notifications"
-version = 2  # 2: auctions
+version = 3  # 2: auctions, 3: the currency of amounts
 types = frozenset(
     {"MemberInvited", "MemberJoined", "MessageSent", "MessagesRead", "BidPlaced", "AuctionClosed"}
 )
 _COLUMNS = ("notification_id", "user_id", "kind", "channel_id", "message_id", "seq",
-            "auction_id", "amount", "actor_id", "created_at")  # fmt: skip
+            "auction_id", "amount", "currency", "actor_id", "created_at")  # fmt: skip
 
 
 def ddl(schema: str) -> list[str]:
@@ -50,7 +50,7 @@ def ddl(schema: str) -> list[str]:
     return [
         f"CREATE TABLE {s}.notifications ("
         " notification_id text PRIMARY KEY, user_id uuid NOT NULL, kind text NOT NULL,"
-        " channel_id uuid, message_id uuid, seq bigint, auction_id uuid, amount bigint,"
+        " channel_id uuid, message_id uuid, seq bigint, auction_id uuid, amount bigint, currency text,"
         " actor_id uuid,"
         " created_at timestamptz NOT NULL, read boolean NOT NULL DEFAULT false,"
         # the version, in its channel's stream, of the event that made it: a join reads
@@ -145,12 +145,11 @@ def of(envelope: Envelope, event: Event) -> list[dict[str, Any]]:
                                   actor_id=event.invited_by, created_at=event.invited_at)]  # fmt: skip
         case BidPlaced() if event.outbid_id is not None:
             return [_notification(envelope, "outbid", event.outbid_id, auction_id=event.auction_id,
-                                  amount=event.amount, actor_id=event.bidder_id,
+                                  amount=event.amount, currency=event.currency, actor_id=event.bidder_id,
                                   created_at=event.placed_at)]  # fmt: skip
         case AuctionClosed() if event.sold and event.winner_id is not None:
-            common = dict(
-                auction_id=event.auction_id, amount=event.price, created_at=event.closed_at
-            )
+            common = dict(auction_id=event.auction_id, amount=event.price, currency=event.currency,
+                          created_at=event.closed_at)  # fmt: skip
             return [_notification(envelope, "won", event.winner_id, actor_id=event.seller_id, **common),
                     _notification(envelope, "sold", event.seller_id, actor_id=event.winner_id, **common)]  # fmt: skip
         case AuctionClosed():

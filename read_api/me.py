@@ -30,7 +30,7 @@ _UNREAD = (
 )
 _NOTIFICATIONS = (
     "SELECT notification_id, kind, channel_id, message_id, seq, actor_id, created_at, read,"
-    " auction_id, amount"
+    " auction_id, amount, currency"
     " FROM rm_notifications.notifications WHERE user_id = %s"
     " AND (created_at, notification_id) < (%s, %s){unread}"
     " ORDER BY created_at DESC, notification_id DESC LIMIT %s"
@@ -77,7 +77,7 @@ async def list_notifications(
     cursor: FromQuery[str | None] = None,
 ) -> Response[dict[str, Any]]:
     """`{items: [{notification_id, kind, channel_id, message_id, seq, auction_id, amount,
-    actor_id, created_at, read}], next_cursor}`."""
+    currency, actor_id, created_at, read}], next_cursor}`."""
     headers = await fresh_enough(request, services, ["notifications"])
     last = decode_cursor(cursor, tuple[AwareTime, str]) if cursor else (_END_OF_TIME, "")
     async with services.pool.connection() as conn:
@@ -90,7 +90,8 @@ async def list_notifications(
     items = [
         {"notification_id": r[0], "kind": r[1], "channel_id": text_id(r[2]),
          "message_id": text_id(r[3]), "seq": r[4], "actor_id": text_id(r[5]),
-         "created_at": utc(r[6]), "read": r[7], "auction_id": text_id(r[8]), "amount": r[9]}
+         "created_at": utc(r[6]), "read": r[7], "auction_id": text_id(r[8]), "amount": r[9],
+         "currency": r[10]}
         for r in rows
     ]  # fmt: skip
     next_cursor = encode_cursor((rows[-1][6], rows[-1][0])) if more else None

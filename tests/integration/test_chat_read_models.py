@@ -296,7 +296,7 @@ async def test_notifications_for_invites_mentions_and_replies(
     assert invite == {
         "notification_id": invite["notification_id"], "kind": "invited", "channel_id": secret,
         "message_id": None, "seq": None, "actor_id": ann.user_id,
-        "created_at": invite["created_at"], "read": False, "auction_id": None, "amount": None,
+        "created_at": invite["created_at"], "read": False, "auction_id": None, "amount": None, "currency": None,
     }  # fmt: skip
     await log.join(secret, cy.user_id)
     await log.join(secret, bob.user_id)

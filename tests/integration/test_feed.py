@@ -88,9 +88,9 @@ async def test_auction_frames_and_notifications(stack: Stack, pool: AsyncConnect
     listed = await stack.read.get(
         "/v1/me/notifications", headers={**ann.headers, "X-Min-Position": position}
     )
-    assert [(n["kind"], n["auction_id"], n["amount"]) for n in listed.json()["items"]] == [
-        ("outbid", aid, 1100)
-    ]
+    assert [
+        (n["kind"], n["auction_id"], n["amount"], n["currency"]) for n in listed.json()["items"]
+    ] == [("outbid", aid, 1100, "EUR")]
 
 
 async def test_a_batch_applied_again_adds_no_frame(stack: Stack, pool: AsyncConnectionPool) -> None:
