@@ -135,6 +135,7 @@ class Relay:
             await leader.execute("SET synchronous_commit = off")
             checkpoint = await self.load_checkpoint()
             last_busy = time.monotonic()
+            empty_reads = 0
             # The checkpoint of one batch is written while the next is read and published;
             # writes stay in order (each awaits the one before), and each is fenced.
             saving: asyncio.Task[None] | None = None
@@ -151,24 +152,32 @@ class Relay:
                         )
                         checkpoint = advanced
                         last_busy = time.monotonic()
+                        empty_reads = 0
                         continue
-                    # Recently busy: poll fast, more events are likely on their way and the
-                    # writers' NOTIFY is throttled. Idle: wait for a NOTIFY, poll as a fallback.
+                    # Recently busy: more events are likely on their way, and the writers'
+                    # NOTIFY comes at most every 5 ms; so poll, soon at first, then less often
+                    # (busy_poll_s doubling up to 4 ms), waking early for a NOTIFY. Idle:
+                    # wait for a NOTIFY, poll as a fallback.
+                    if saving is not None:
+                        await saving  # the NOTIFY wait holds the leader connection
+                        saving = None
                     if time.monotonic() - last_busy < 0.25:
-                        await asyncio.sleep(self.busy_poll_s)
+                        empty_reads += 1
+                        await self._wait_for_notify(
+                            leader, min(self.busy_poll_s * 2**empty_reads, 0.004)
+                        )
                     else:
-                        if saving is not None:
-                            await saving
-                            saving = None
-                        await self._wait_for_notify(leader)
+                        await self._wait_for_notify(leader, self.idle_poll_s)
             finally:
                 if saving is not None:
                     await saving
 
-    async def _wait_for_notify(self, leader: psycopg.AsyncConnection[object]) -> None:
-        """Until a writer's NOTIFY or `idle_poll_s`, whichever is first (then the caller polls,
+    async def _wait_for_notify(
+        self, leader: psycopg.AsyncConnection[object], timeout: float
+    ) -> None:
+        """Until a writer's NOTIFY or `timeout`, whichever is first (then the caller polls,
         and sees `stop`)."""
-        async for _ in leader.notifies(timeout=self.idle_poll_s, stop_after=1):
+        async for _ in leader.notifies(timeout=timeout, stop_after=1):
             break
 
     async def load_checkpoint(self) -> Checkpoint:

@@ -33,9 +33,11 @@ from infra.store import EventStore, RecordedEvent
 from projections.ops import rebuild_projection
 from projections.registry import ALL
 from projections.runtime import (
+    Batch,
     CheckpointMoved,
     Projection,
     apply_batch,
+    apply_together,
     ensure_schema,
     live_schema,
     read_checkpoint,
@@ -114,8 +116,7 @@ class ProjectionRunner:
 
     async def catch_up_all(self, reason: str) -> None:
         async with self._applying:
-            for projection in self.projections:
-                await self.catch_up(projection, reason=reason)
+            await asyncio.gather(*(self.catch_up(p, reason=reason) for p in self.projections))
 
     async def _apply(
         self, projection: Projection, after: Position, events: Sequence[RecordedEvent | Envelope]
@@ -144,18 +145,45 @@ class ProjectionRunner:
         self._last_nats_batch = time.monotonic()
 
     async def _handle(self, batch: Sequence[tuple[Envelope, Position]]) -> None:
+        # The usual case, every projection just before the batch: one transaction for all
+        # (a small batch costs one commit, not one per projection). Anything else (a gap, a
+        # moved checkpoint, a failing projection) goes projection by projection.
+        together = []
         for projection in self.projections:
-            for _attempt in range(3):
-                checkpoint = self.checkpoints[projection.name]
-                fresh = [(e, prev) for e, prev in batch if e.at > checkpoint]
-                if not fresh:
-                    break
-                if _contiguous(checkpoint, fresh):
-                    await self._apply(projection, checkpoint, [e for e, _ in fresh])
-                else:
-                    await self.catch_up(projection, until=fresh[-1][0].at, reason="gap")
-                if self.checkpoints[projection.name] >= fresh[-1][0].at:
-                    break
+            checkpoint = self.checkpoints[projection.name]
+            fresh = [(e, prev) for e, prev in batch if e.at > checkpoint]
+            if fresh and _contiguous(checkpoint, fresh):
+                events = [e for e, _ in fresh]
+                together.append(Batch(projection, live_schema(projection.name), checkpoint,
+                                      events, events[-1].at))  # fmt: skip
+        if len(together) > 1:
+            try:
+                async with self.pool.connection() as conn:
+                    await apply_together(conn, together)
+            except psycopg.Error as e:
+                log.info("batch not applied together; one projection at a time", error=str(e))
+            else:
+                for b in together:
+                    self.checkpoints[b.projection.name] = b.upto
+                    APPLIED.labels(b.projection.name).inc(len(b.events))
+                    PROJECTION_POSITION.labels(b.projection.name).set(b.upto.position)
+        for projection in self.projections:
+            await self._handle_one(projection, batch)
+
+    async def _handle_one(
+        self, projection: Projection, batch: Sequence[tuple[Envelope, Position]]
+    ) -> None:
+        for _attempt in range(3):
+            checkpoint = self.checkpoints[projection.name]
+            fresh = [(e, prev) for e, prev in batch if e.at > checkpoint]
+            if not fresh:
+                break
+            if _contiguous(checkpoint, fresh):
+                await self._apply(projection, checkpoint, [e for e, _ in fresh])
+            else:
+                await self.catch_up(projection, until=fresh[-1][0].at, reason="gap")
+            if self.checkpoints[projection.name] >= fresh[-1][0].at:
+                break
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop`: catch up, then follow NATS; the store poller runs throughout."""
@@ -274,7 +302,9 @@ async def main(settings: Settings) -> None:
     assert settings.database_url and settings.nats_url, "the CLI resolves the URLs"
     stop = asyncio.Event()
     stop_on_signals(stop)
-    pool = make_pool(settings.database_url, min_size=1, max_size=4, name="hubbub-projector")
+    # A connection per projection: a batch is applied to all of them at once.
+    pool = make_pool(settings.database_url, min_size=1, max_size=len(ALL) + 2,
+                     name="hubbub-projector")  # fmt: skip
     await pool.open()
     try:
         await ProjectionRunner(settings, pool).run(stop)

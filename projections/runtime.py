@@ -152,32 +152,56 @@ async def apply_batch(
     checkpoint still passes them. Raises CheckpointMoved when the checkpoint is not at
     `expected`: the caller reloads it and decides again.
     """
-    wanted = [envelope_of(e) for e in events if e.type in projection.types]
-    # The claim moves the checkpoint only from where we expect it (a concurrent applier
-    # waits on that row, then finds it moved) and otherwise aborts the transaction, so the
-    # whole batch is one pipelined round trip: we learn the outcome from the commit.
-    claim = sql.SQL(
-        "WITH claimed AS (UPDATE {}.checkpoint SET txid = %s::xid8, position = %s, updated_at = now()"
-        " WHERE id = 1 AND txid = %s::xid8 AND position = %s RETURNING 1)"
-        " SELECT hubbub_require(count(*) = 1, 'checkpoint moved') FROM claimed"
-    ).format(sql.Identifier(schema))
     try:
-        async with conn.pipeline(), conn.transaction():
-            # Losing this commit in a crash is harmless: rows and checkpoint go together,
-            # and the events are applied again from the store. No need to wait for fsync.
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            await conn.execute(
-                claim, (str(upto.txid), upto.position, str(expected.txid), expected.position)
-            )
-            if wanted:
-                await projection.apply(conn, schema, wanted)
-            if notify:
-                await conn.execute(
-                    "SELECT pg_notify(%s, %s)",
-                    (NOTIFY_CHANNEL, f"{projection.name}:{upto.token()}"),
-                )
+        await apply_together(
+            conn, [Batch(projection, schema, expected, events, upto)], notify=notify
+        )
     except psycopg.Error as e:
         if e.sqlstate != "HB001":
             raise
         raise CheckpointMoved(await read_checkpoint(conn, schema)) from None
     return Applied(upto, len(events))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One projection's share of a batch: its events from `expected` up to `upto`."""
+
+    projection: Projection
+    schema: str
+    expected: Position
+    events: Sequence[RecordedEvent | Envelope]
+    upto: Position
+
+
+async def apply_together(
+    conn: psycopg.AsyncConnection[Any], batches: Sequence[Batch], *, notify: bool = True
+) -> None:
+    """Apply several projections' batches in one transaction: one pipelined round trip and
+    one commit for all of them, rather than one each. Raises psycopg's error (HB001 when a
+    checkpoint was not where expected) and then nothing was applied."""
+    async with conn.pipeline(), conn.transaction():
+        # Losing this commit in a crash is harmless: rows and checkpoints go together, and
+        # the events are applied again from the store. No need to wait for fsync.
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        for b in batches:
+            # The claim moves the checkpoint only from where we expect it (a concurrent
+            # applier waits on that row, then finds it moved) and otherwise aborts the
+            # transaction: we learn the outcome from the commit.
+            claim = sql.SQL(
+                "WITH claimed AS (UPDATE {}.checkpoint SET txid = %s::xid8, position = %s,"
+                " updated_at = now() WHERE id = 1 AND txid = %s::xid8 AND position = %s"
+                " RETURNING 1) SELECT hubbub_require(count(*) = 1, 'checkpoint moved') FROM claimed"
+            ).format(sql.Identifier(b.schema))
+            await conn.execute(
+                claim,
+                (str(b.upto.txid), b.upto.position, str(b.expected.txid), b.expected.position),
+            )
+            wanted = [envelope_of(e) for e in b.events if e.type in b.projection.types]
+            if wanted:
+                await b.projection.apply(conn, b.schema, wanted)
+            if notify:
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (NOTIFY_CHANNEL, f"{b.projection.name}:{b.upto.token()}"),
+                )

@@ -62,7 +62,7 @@ async def serve(app: object) -> AsyncIterator[str]:
 async def running_stack(settings: Settings, *, relay: bool = True) -> AsyncIterator[Stack]:
     assert settings.database_url
     stop = asyncio.Event()
-    pool = make_pool(settings.database_url, min_size=1, max_size=8, name="test-workers")
+    pool = make_pool(settings.database_url, min_size=1, max_size=12, name="test-workers")
     await pool.open()
     runner = ProjectionRunner(settings, pool, quiet_s=0.2)
     tasks = [asyncio.create_task(runner.run(stop))]
