@@ -19,6 +19,7 @@ from infra.tokens import Tokens
 from projections.registry import ensure_all
 from projections.sessions import RevokedSessions
 from write_api import auctions, auth, channels, messages, roles, sessions
+from write_api.combiner import AppendCombiner
 from write_api.errors import on_domain_error
 from write_api.passwords import Passwords
 from write_api.sequencer import Sequencer
@@ -42,8 +43,11 @@ def create_app(
             tokens = Tokens(settings.resolved_jwt_secret())
             revoked = RevokedSessions(links.pool)
             await revoked.start()
-            sequencer = Sequencer(store, channel.decide, channel.evolve, channel.INITIAL)
-            bids = Sequencer(store, auction.decide, auction.evolve, auction.INITIAL)
+            combiner = AppendCombiner(store)  # one transaction for appends to many streams
+            sequencer = Sequencer(store, channel.decide, channel.evolve, channel.INITIAL,
+                                  combiner=combiner)  # fmt: skip
+            bids = Sequencer(store, auction.decide, auction.evolve, auction.INITIAL,
+                             combiner=combiner)  # fmt: skip
             app.state.services = Services(
                 settings, links, store, passwords, tokens=tokens,
                 throttle=LoginThrottle(links.pool, throttle_policy),

@@ -39,6 +39,7 @@ from infra.store import (
     RecordedEvent,
     StreamAppend,
 )
+from write_api.combiner import AppendCombiner
 from write_api.handling import (
     MAX_ATTEMPTS,
     IdempotentRequest,
@@ -106,6 +107,7 @@ class Sequencer(Generic[C, S, E]):
         *,
         max_batch: int = 256,
         max_streams: int = 10_000,
+        combiner: AppendCombiner | None = None,
     ) -> None:
         self.store = store
         self.decide = decide
@@ -113,6 +115,7 @@ class Sequencer(Generic[C, S, E]):
         self.initial = initial
         self.max_batch = max_batch
         self.max_streams = max_streams
+        self.combiner = combiner or AppendCombiner(store)
         self._lanes: collections.OrderedDict[str, _Lane[C, S, E]] = collections.OrderedDict()
 
     async def submit(
@@ -295,9 +298,7 @@ class Sequencer(Generic[C, S, E]):
                 idem = d.pending.idem
                 keys.append(Idempotency(scope=idem.scope, key=idem.key, request_hash=idem.fingerprint,
                                         response=_ENCODER.encode(response), upto=len(events) - 1))  # fmt: skip
-        result = await self.store.append(
-            [StreamAppend(stream_id, lane.version, events)], idempotency=keys or None
-        )
+        result = await self.combiner.append(StreamAppend(stream_id, lane.version, events), keys)
         if result.duplicate:  # one event, its key recorded meanwhile: nothing was appended
             (only,) = acting
             assert only.pending.idem is not None
