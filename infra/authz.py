@@ -45,6 +45,7 @@ class ChannelAccess:
 
 
 Rule = Callable[[Principal, Any], bool]
+_STASH = "hubbub.principal"
 
 
 def _channel_reader(_: Principal, channel: ChannelAccess | None) -> bool:
@@ -112,7 +113,7 @@ def principal(request: Request[Any, Any, Any], services: NamedDependency[Any]) -
     It takes `services` so that Litestar resolves the two one after the other: dependencies
     it resolves side by side cost an anyio task group per request (a sixth of a send's CPU).
     """
-    stashed = getattr(request.state, "principal", None)
+    stashed = request.scope.get("state", {}).get(_STASH)
     if isinstance(stashed, Principal):
         return stashed
     found: Principal = services.auth.principal(request)
@@ -130,4 +131,6 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
         return
     principal = connection.app.state.services.auth.principal(connection)
     authorize(principal, action)
-    connection.state.principal = principal  # the handler's `principal` dependency reuses it
+    # The handler's `principal` dependency reuses it. Straight into the scope's state dict:
+    # `connection.state` builds a new State object on every access.
+    connection.scope.setdefault("state", {})[_STASH] = principal
