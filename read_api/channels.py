@@ -44,7 +44,7 @@ _PUBLIC = (
     " WHERE c.visibility = 'public' AND NOT c.deleted AND (lower(c.name), c.channel_id) > (%s, %s)"
     " ORDER BY lower(c.name), c.channel_id LIMIT %s"
 )
-_ONE = (
+ONE_SQL = (
     f"SELECT {_COLUMNS}, m.user_id IS NOT NULL, m.last_read_seq, m.last_delivered_seq"
     " FROM rm_channels.channels c LEFT JOIN rm_channels.members m"
     " ON m.channel_id = c.channel_id AND m.user_id = %s"
@@ -118,8 +118,13 @@ async def readable_channel(
     cid = parse_id(channel_id)
     row = None
     if cid is not None:
-        cur = await conn.execute(_ONE, (uuid.UUID(principal.user_id), cid), prepare=True)
+        cur = await conn.execute(ONE_SQL, (uuid.UUID(principal.user_id), cid), prepare=True)
         row = await cur.fetchone()
+    return readable_row(row, principal, headers)
+
+
+def readable_row(row: Any, principal: Principal, headers: dict[str, str]) -> Readable:
+    """The channel of a row selected with `ONE_SQL`, if the caller may read it; else 404."""
     if row is not None:
         found = Readable(Channel.from_row(row), bool(row[12]), row[13] or 0, row[14] or 0)
         access = ChannelAccess(visibility=found.channel.visibility, is_member=found.is_member)

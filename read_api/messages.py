@@ -25,11 +25,11 @@ from psycopg import AsyncConnection
 from infra.auth import Principal
 from infra.authz import Action
 from infra.http import Problem
-from read_api.channels import readable_channel
+from read_api.channels import ONE_SQL, readable_row
 from read_api.consistency import fresh_enough
 from read_api.paging import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
 from read_api.services import Services
-from read_api.views import text_id, utc
+from read_api.views import parse_id, text_id, utc
 
 END = 2**62  # above every seq: "no upper bound"
 Seq = Annotated[int | None, QueryParameter(ge=0, le=END, description="a message seq")]
@@ -77,12 +77,17 @@ async def list_messages(
     deleted."""
     headers = await fresh_enough(request, services, ["channels", "messages"])
     direction, low, high = _window(before, after, cursor)
+    cid = parse_id(channel_id)
+    if cid is None:
+        raise Problem(404, "channel_not_found", "no such channel", headers=headers)
+    query = _FORWARD if direction == "after" else _BACKWARD
     async with services.pool.connection() as conn:
-        found = await readable_channel(conn, principal, channel_id, headers)
-        cid = found.channel.channel_id
-        query = _FORWARD if direction == "after" else _BACKWARD
-        cur = await conn.execute(query, (cid, low, high, limit + 1), prepare=True)
-        rows = await cur.fetchall()
+        # One round trip for both: the page is dropped unless the channel is readable.
+        async with conn.pipeline():
+            channel = await conn.execute(ONE_SQL, (uuid.UUID(principal.user_id), cid), prepare=True)
+            page = await conn.execute(query, (cid, low, high, limit + 1), prepare=True)
+        found = readable_row(await channel.fetchone(), principal, headers)
+        rows = await page.fetchall()
         more = len(rows) > limit
         rows = rows[:limit] if direction == "after" else rows[:limit][::-1]
         reactions = await _reactions(conn, principal, [r[1] for r in rows])
