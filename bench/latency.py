@@ -34,7 +34,7 @@ from events.registry import encode
 from events.user import UserRegistered, user_stream
 from infra.db import make_pool, migrate
 from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
-from projections.runtime import NOTIFY_CHANNEL
+from projections.runtime import NOTIFY_CHANNEL, notified
 
 RATE = 1000.0  # events/s
 WARMUP_S = 1.0
@@ -62,8 +62,8 @@ async def _listen(conn: psycopg.AsyncConnection[object], arrivals: list[tuple[fl
     """Record (arrival, checkpoint) for every notification of the users projection."""
     async for note in conn.notifies():
         now = time.perf_counter()
-        name, _, token = note.payload.partition(":")
-        if name == PROJECTION:
+        names, token = notified(note.payload)
+        if PROJECTION in names:
             arrivals.append((now, Position.parse(token)))
 
 

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ORIGIN, Position
 from infra.db import configure
-from projections.runtime import NOTIFY_CHANNEL, live_schema
+from projections.runtime import NOTIFY_CHANNEL, live_schema, notified
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +81,11 @@ class Freshness:
                     await self.refresh()  # whatever happened while we were not listening
                     backoff = 0.1
                     async for note in conn.notifies():
-                        name, _, token = note.payload.partition(":")
+                        names, token = notified(note.payload)
                         with contextlib.suppress(ValueError):
-                            self._advance(name, Position.parse(token))
+                            position = Position.parse(token)
+                            for name in names:
+                                self._advance(name, position)
             except psycopg.Error as e:
                 log.warning("freshness listener lost its connection", error=str(e))
                 await asyncio.sleep(backoff)
