@@ -173,11 +173,11 @@ class Relay:
                     await saving
 
     async def _wait_for_notify(
-        self, leader: psycopg.AsyncConnection[object], timeout: float
+        self, leader: psycopg.AsyncConnection[object], seconds: float
     ) -> None:
-        """Until a writer's NOTIFY or `timeout`, whichever is first (then the caller polls,
+        """Until a writer's NOTIFY or `seconds` have passed, whichever is first (then the caller polls,
         and sees `stop`)."""
-        async for _ in leader.notifies(timeout=timeout, stop_after=1):
+        async for _ in leader.notifies(timeout=seconds, stop_after=1):
             break
 
     async def load_checkpoint(self) -> Checkpoint:
