@@ -59,7 +59,7 @@ def _event_ok(event: RecordedEvent, prev_hash: bytes) -> bool:
 async def verify_stream(store: EventStore, stream_id: str) -> StreamVerdict:
     """Walk one stream's chain from its first event; name the first version that fails."""
     prev, expected_version, count = GENESIS_HASH, 1, 0
-    async for batch in _stream_batches(store, stream_id):
+    async for batch in store.iter_stream(stream_id):
         for event in batch:
             count += 1
             if event.stream_version != expected_version:
@@ -70,18 +70,6 @@ async def verify_stream(store: EventStore, stream_id: str) -> StreamVerdict:
                 return StreamVerdict(False, count, None, event.stream_version, "hash mismatch")
             prev, expected_version = event.hash, expected_version + 1
     return StreamVerdict(True, count, prev.hex() if count else None, None)
-
-
-async def _stream_batches(
-    store: EventStore, stream_id: str, size: int = 5000
-) -> AsyncIterator[list[RecordedEvent]]:
-    version = 1
-    while True:
-        batch = await store.read_stream(stream_id, from_version=version, limit=size)
-        if not batch:
-            return
-        yield batch
-        version = batch[-1].stream_version + 1
 
 
 async def _anchors(pool: AsyncConnectionPool) -> list[tuple[Position, bytes, int]]:

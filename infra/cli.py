@@ -14,7 +14,7 @@ import importlib.util
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from types import FrameType
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -180,7 +180,7 @@ def write_api() -> None:
 def read_api() -> None:
     """Serve the read API (queries over the read models)."""
     settings = resolve_urls(load_settings("read-api"))
-    _serve_http("read_api.app:create_app", settings, settings.read_api_port)
+    _serve_http("infra.bootstrap:create_read_api", settings, settings.read_api_port)
 
 
 @app.command()
@@ -323,55 +323,124 @@ def users_grant_role(
     console.print(f"{username} is {role}" + (" (already was)" if position is None else ""))
 
 
+@contextlib.asynccontextmanager
+async def _audit_pool(settings: Settings) -> AsyncIterator[Any]:
+    """A small pool for one audit command, closed when it is done."""
+    from infra.db import make_pool
+
+    assert settings.database_url  # resolve_urls fills it in
+    pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-audit")
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 @audit_app.command("replay")
 def audit_replay(
     after: Annotated[str | None, typer.Option(help="Start after this position token.")] = None,
+    stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
+    type_: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only these event types (repeat, or comma-separate)."),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Recorded at or after (RFC 3339).")] = None,
+    until: Annotated[str | None, typer.Option(help="Recorded before (RFC 3339).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many events.")] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="ndjson (envelopes) or cloudevents (CloudEvents 1.0).")
+    ] = "ndjson",
 ) -> None:
-    """Every event envelope, one JSON line each, in commit-safe order (constant memory)."""
+    """Events as JSON lines in commit-safe order, up to the head when it starts (constant
+    memory): what GET /v1/audit/events streams."""
     settings = resolve_urls(load_settings("audit"))
-    from events.envelope import ENCODER, ORIGIN, Position
-    from infra.db import make_pool
+    from infra.export import ExportQuery, export
+    from infra.query import InvalidQuery
     from infra.store import EventStore
 
     try:
-        start = Position.parse(after) if after else ORIGIN
-    except ValueError as e:
+        query = ExportQuery.parse(
+            after=after, stream_id=stream, types=type_ or (), since=since, until=until,
+            limit=None if limit is None else str(limit), format=format_,
+        )  # fmt: skip
+    except InvalidQuery as e:
         fail(str(e), EXIT_CONFIG_ERROR)
 
     async def replay() -> None:
-        assert settings.database_url
-        pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-audit")
-        await pool.open()
         out = sys.stdout.buffer
-        try:
-            async for batch in EventStore(pool, notify=False).iter_all(start, batch=5000):
-                out.write(b"".join(ENCODER.encode(e.envelope()) + b"\n" for e in batch))
-            out.flush()
-        finally:
-            await pool.close()
+        async with _audit_pool(settings) as pool:
+            async for chunk in await export(EventStore(pool, notify=False), query):
+                out.write(chunk)
+        out.flush()
 
     with reporting_database_errors():
         asyncio.run(replay())
 
 
+@audit_app.command("state")
+def audit_state(
+    stream: Annotated[str, typer.Argument(help="The stream, e.g. user-<id>, channel-<id>.")],
+    at_position: Annotated[
+        str | None, typer.Option(help="As of this position token (inclusive).")
+    ] = None,
+    at_time: Annotated[
+        str | None, typer.Option(help="As of this time, RFC 3339 (inclusive).")
+    ] = None,
+) -> None:
+    """An aggregate's state as of a position or a time (default: now), folded with its
+    decider's evolve, as JSON: what GET /v1/audit/streams/{id}/state answers."""
+    settings = resolve_urls(load_settings("audit"))
+    import msgspec
+
+    from infra.bootstrap import AGGREGATES
+    from infra.history import AsOf, NoStateModel, UnknownStream, state_at
+    from infra.query import InvalidQuery
+    from infra.store import EventStore
+
+    try:
+        as_of = AsOf.parse(at_position, at_time)
+    except InvalidQuery as e:
+        fail(str(e), EXIT_CONFIG_ERROR)
+
+    async def fold() -> Any:
+        async with _audit_pool(settings) as pool:
+            return await state_at(EventStore(pool, notify=False), AGGREGATES, stream, as_of)
+
+    try:
+        with reporting_database_errors():
+            found = asyncio.run(fold())
+    except (UnknownStream, NoStateModel) as e:
+        fail(str(e))
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(found)) + b"\n")
+
+
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    stream: Annotated[
+        str | None, typer.Option(help="Only this stream's chain (not the global one).")
+    ] = None,
+) -> None:
     """Check every stream's hash chain and the global chain against the relay's anchors."""
     settings = resolve_urls(load_settings("audit"))
-    from infra.audit import verify_all
-    from infra.db import make_pool
+    from infra.audit import verify_all, verify_stream
+    from infra.store import EventStore
 
     async def verify() -> Any:
-        assert settings.database_url
-        pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-audit")
-        await pool.open()
-        try:
+        async with _audit_pool(settings) as pool:
+            if stream is not None:
+                return await verify_stream(EventStore(pool, notify=False), stream)
             return await verify_all(pool)
-        finally:
-            await pool.close()
 
     with reporting_database_errors():
         verdict = asyncio.run(verify())
+    if stream is not None:
+        if verdict.events == 0:
+            fail(f"stream {stream} has no events")
+        if verdict.ok:
+            console.print(f"[green]ok[/]: {verdict.events} events, head hash {verdict.head_hash}")
+            return
+        fail(f"{stream} does not verify at version {verdict.first_bad_version}: {verdict.reason}")
     if verdict.ok:
         console.print(
             f"[green]ok[/]: {verdict.events} events in {verdict.streams} streams,"

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from litestar import Litestar
 from litestar.di import Provide
 
 from infra import authz, http
 from infra.auth import Authenticator
+from infra.history import Aggregate
 from infra.settings import Settings
 from infra.tokens import Tokens
 from projections.registry import ALL, ensure_all
 from projections.sessions import RevokedSessions
-from read_api import auctions, channels, me, messages, users
+from read_api import auctions, audit, channels, me, messages, ops, users
 from read_api.freshness import Freshness
 from read_api.services import Services, services
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """The read API application (uvicorn factory)."""
+def create_app(
+    settings: Settings | None = None, aggregates: Mapping[str, Aggregate] | None = None
+) -> Litestar:
+    """The read API application. `aggregates` (by stream category) are what the audit
+    state view folds with: the deciders', which only the bootstrap may import, so the
+    process's factory is infra.bootstrap:create_read_api."""
     settings = settings or Settings.from_env()
     assert settings.database_url, "set HUBBUB_DATABASE_URL (the CLI does it for embedded servers)"
 
@@ -34,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             revoked = RevokedSessions(links.pool)
             await revoked.start()
             auth = Authenticator(Tokens(settings.resolved_jwt_secret()), revoked)
-            app.state.services = Services(settings, links, freshness, auth)
+            app.state.services = Services(settings, links, freshness, auth, aggregates or {})
             try:
                 yield
             finally:
@@ -56,6 +61,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auctions.list_auctions,
             auctions.get_auction,
             auctions.list_bids,
+            audit.export_events,
+            audit.verify,
+            audit.state,
+            ops.list_projections,
         ],
         lifespan=lifespan,
         provide_services=services,

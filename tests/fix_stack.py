@@ -16,12 +16,12 @@ import pytest_asyncio
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
+from infra.bootstrap import create_read_api as read_app
 from infra.db import make_pool
 from infra.relay import Relay, connect_jetstream
 from infra.settings import Settings
 from infra.store import EventStore
 from projections.runner import ProjectionRunner
-from read_api.app import create_app as read_app
 from write_api.app import create_app as write_app
 
 

@@ -12,6 +12,7 @@ from infra.audit import verify_all, verify_stream
 from infra.db import make_pool
 from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
 from tests.fix_stack import Stack, relay_caught_up
+from tests.fix_tamper import force
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -40,13 +41,6 @@ async def seeded(stack: Stack) -> tuple[AsyncConnectionPool, list[str]]:
     verdict = await verify_all(pool)
     assert verdict.ok and verdict.events == 11 and verdict.anchors_checked >= 1, verdict
     return pool, streams
-
-
-async def force(pool: AsyncConnectionPool, statement: str, *params: object) -> None:
-    """What a superuser can do: switch the refusing triggers off for the session."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")
-        await conn.execute(statement, params)  # type: ignore[arg-type]
 
 
 async def test_changed_payload_is_named_by_stream_and_version(stack: Stack) -> None:
