@@ -134,6 +134,19 @@ WORKLOADS: tuple[Workload, ...] = (
               "API GET /v1/auctions/{id} with X-Min-Position shows it (write/read API, relay, "
               "projector); p50 (lower is better; p99 <= 25 ms in notes)",
     ),
+    Workload(
+        name="audit_export", entry="bench.audit:audit_export", unit="events/s",
+        target=100_000,
+        about="read API process: GET /v1/audit/events over a log of >= 1,000,000 events, "
+              "NDJSON (CloudEvents in notes), counted as it streams; the read API's RSS "
+              "sampled every 10 ms must stay flat",
+    ),
+    Workload(
+        name="audit_verify", entry="bench.audit:audit_verify", unit="events/s",
+        target=100_000,
+        about="infra.audit.verify_all over the same log: every stream's hash chain and the "
+              "global chain",
+    ),
 )  # fmt: skip
 
 RATIOS: tuple[RatioSpec, ...] = (

@@ -7,13 +7,14 @@ breaks the global chain at the next anchor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import GENESIS_HASH, Position, chain_hash, content_digest, global_link, micros
-from infra.store import COLUMNS, EventStore, RecordedEvent
+from infra.store import COLUMNS, EventStore, RecordedEvent, batches_read_ahead
 
 
 @dataclass(frozen=True)
@@ -126,19 +127,21 @@ async def verify_all(pool: AsyncConnectionPool, *, batch: int = 10_000) -> Globa
     return verdict
 
 
-async def _all_batches(pool: AsyncConnectionPool, size: int) -> AsyncIterator[list[RecordedEvent]]:
+async def _all_batches(
+    pool: AsyncConnectionPool, size: int
+) -> AsyncGenerator[list[RecordedEvent], None]:
     """Every committed row in (txid, position) order, without the commit-safe bound: an
     auditor checks what is there, including rows not yet safe to tail."""
-    after = Position(0, 0)
-    while True:
+
+    async def read(after: Position) -> list[RecordedEvent]:
         async with pool.connection() as conn:
             cur = await conn.execute(
                 f"SELECT {COLUMNS} FROM events WHERE (txid, position) > (%s::xid8, %s) ORDER BY txid, position LIMIT %s",
                 (str(after.txid), after.position, size),
+                prepare=True,
             )
-            rows = await cur.fetchall()
-        if not rows:
-            return
-        events = [RecordedEvent.from_row(r) for r in rows]
-        yield events
-        after = events[-1].at
+            return [RecordedEvent.from_row(r) for r in await cur.fetchall()]
+
+    async with contextlib.aclosing(batches_read_ahead(read, Position(0, 0))) as batches:
+        async for events in batches:
+            yield events

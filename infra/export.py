@@ -10,8 +10,9 @@ Two formats, one line per event:
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
@@ -143,7 +144,7 @@ class ExportQuery:
 
 async def export(
     store: EventStore, query: ExportQuery, *, batch: int = BATCH
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The export's chunks, each the encoded lines of one batch.
 
     Reads the head of the log first and stops there, so an export ends even while events
@@ -156,15 +157,16 @@ async def export(
 
 async def _chunks(
     store: EventStore, query: ExportQuery, where: Selection, batch: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     encode = _ENCODE[query.format]
-    after, remaining = query.after, query.limit
-    while remaining is None or remaining > 0:
-        size = batch if remaining is None else min(batch, remaining)
-        events = await store.read_all(after, limit=size, where=where)
-        if not events:
-            return
-        yield encode(events)
-        after = events[-1].at
-        if remaining is not None:
-            remaining -= len(events)
+    remaining = query.limit
+    size = batch if remaining is None else min(batch, remaining)
+    batches = store.iter_all(query.after, batch=size, where=where, read_ahead=True)
+    async with contextlib.aclosing(batches):
+        async for events in batches:
+            if remaining is not None:
+                events = events[:remaining]
+                remaining -= len(events)
+            yield encode(events)
+            if remaining == 0:
+                return
