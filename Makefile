@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HUBBUB := $(BIN)/hubbub
 
-.PHONY: install run test test-unit lint migrate bench status rebuild replay verify clean
+.PHONY: install run test test-unit lint migrate bench status rebuild replay verify state clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,11 +43,19 @@ rebuild: $(STAMP)
 	@test -n "$(PROJECTION)" || (echo "usage: make rebuild PROJECTION=name" >&2; exit 2)
 	$(HUBBUB) projections rebuild $(PROJECTION)
 
-replay: $(STAMP) ## every event as NDJSON on stdout (AFTER=<position token> to resume)
-	$(HUBBUB) audit replay $(if $(AFTER),--after $(AFTER))
+# `@`: stdout is the export (or the state) alone, fit for a pipe or a file.
+replay: $(STAMP) ## events as JSON lines on stdout; AFTER=, STREAM=, TYPE=, SINCE=, UNTIL=, FORMAT=cloudevents
+	@$(HUBBUB) audit replay $(if $(AFTER),--after $(AFTER)) $(if $(STREAM),--stream $(STREAM)) \
+		$(if $(TYPE),--type $(TYPE)) $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL)) \
+		$(if $(FORMAT),--format $(FORMAT))
 
-verify: $(STAMP) ## check every hash chain; exit 1 naming the first bad event
-	$(HUBBUB) audit verify
+verify: $(STAMP) ## check every hash chain (STREAM=: one stream's); exit 1 naming the first bad event
+	$(HUBBUB) audit verify $(if $(STREAM),--stream $(STREAM))
+
+state: $(STAMP) ## STREAM=<id> [AT_POSITION=<token> | AT_TIME=<RFC 3339>]: an aggregate's state then
+	@test -n "$(STREAM)" || (echo "usage: make state STREAM=<stream id> [AT_POSITION=|AT_TIME=]" >&2; exit 2)
+	@$(HUBBUB) audit state $(STREAM) $(if $(AT_POSITION),--at-position $(AT_POSITION)) \
+		$(if $(AT_TIME),--at-time $(AT_TIME))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

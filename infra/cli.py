@@ -180,7 +180,7 @@ def write_api() -> None:
 def read_api() -> None:
     """Serve the read API (queries over the read models)."""
     settings = resolve_urls(load_settings("read-api"))
-    _serve_http("infra.bootstrap:create_read_api", settings, settings.read_api_port)
+    _serve_http("infra.bootstrap:read_api_process", settings, settings.read_api_port)
 
 
 @app.command()

@@ -31,7 +31,7 @@ _TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,99}$")
 _URI_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
-class CloudEvent(msgspec.Struct, frozen=True, kw_only=True):
+class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An event as CloudEvents 1.0 JSON. Envelope field -> attribute:
 
     event_id -> id; type -> type; recorded_at -> time; data -> data (datacontenttype
