@@ -3,7 +3,7 @@ commit-safe order, one chunk per batch read, so that a million events never sit 
 at once. `GET /v1/audit/events` and `hubbub audit replay` both stream what `export` yields.
 
 Two formats, one line per event:
-- `ndjson`: the contract's envelope, exactly as `RecordedEvent.envelope()` gives it.
+- `ndjson`: the contract's envelope (as `RecordedEvent.envelope()` gives it).
 - `cloudevents`: a CloudEvents 1.0 event in structured JSON mode, one to one with the
   envelope (see `CloudEvent`), so the envelope, and its hashes, can be rebuilt from it.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 import msgspec
 
-from events.envelope import ENCODER, ORIGIN, Position
+from events.envelope import ENCODER, ORIGIN, Envelope, Position
 from infra.query import Collector
-from infra.store import EVERYTHING, EventStore, RecordedEvent, Selection
+from infra.store import EVERYTHING, EventStore, Selection, batches_read_ahead
 
 BATCH: Final = 5000
 FORMATS: Final = ("ndjson", "cloudevents")
@@ -59,36 +59,36 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     hash: str
 
     @classmethod
-    def of(cls, event: RecordedEvent) -> CloudEvent:
-        """The CloudEvent of a stored event."""
-        stream = event.stream_id
+    def of(cls, envelope: Envelope) -> CloudEvent:
+        """The CloudEvent of an envelope."""
+        stream = envelope.stream_id
         return cls(
             specversion="1.0",
-            id=str(event.event_id),
+            id=envelope.event_id,
             source="hubbub/" + (stream if _URI_SAFE.match(stream) else quote(stream, safe="")),
-            type=event.type,
-            time=event.recorded_at,
+            type=envelope.type,
+            time=envelope.recorded_at,
             datacontenttype="application/json",
-            data=msgspec.Raw(event.data),
+            data=envelope.data,
             streamid=stream,
-            streamversion=event.stream_version,
-            position=event.at.token(),
-            schemaversion=event.schema_version,
-            metadata=event.metadata.decode(),
-            prevhash=event.prev_hash.hex(),
-            hash=event.hash.hex(),
+            streamversion=envelope.stream_version,
+            position=envelope.position,
+            schemaversion=envelope.schema_version,
+            metadata=bytes(envelope.metadata).decode(),
+            prevhash=envelope.prev_hash,
+            hash=envelope.hash,
         )
 
 
-def _ndjson(events: Sequence[RecordedEvent]) -> bytes:
-    return ENCODER.encode_lines([e.envelope() for e in events])
+def _ndjson(envelopes: Sequence[Envelope]) -> bytes:
+    return ENCODER.encode_lines(envelopes)
 
 
-def _cloudevents(events: Sequence[RecordedEvent]) -> bytes:
-    return ENCODER.encode_lines([CloudEvent.of(e) for e in events])
+def _cloudevents(envelopes: Sequence[Envelope]) -> bytes:
+    return ENCODER.encode_lines([CloudEvent.of(e) for e in envelopes])
 
 
-_ENCODE: Final[dict[str, Callable[[Sequence[RecordedEvent]], bytes]]] = {
+_ENCODE: Final[dict[str, Callable[[Sequence[Envelope]], bytes]]] = {
     "ndjson": _ndjson,
     "cloudevents": _cloudevents,
 }
@@ -161,12 +161,15 @@ async def _chunks(
     encode = _ENCODE[query.format]
     remaining = query.limit
     size = batch if remaining is None else min(batch, remaining)
-    batches = store.iter_all(query.after, batch=size, where=where, read_ahead=True)
-    async with contextlib.aclosing(batches):
-        async for events in batches:
+
+    def read(after: Position) -> Awaitable[list[Envelope]]:
+        return store.read_envelopes(after, limit=size, where=where)
+
+    async with contextlib.aclosing(batches_read_ahead(read, query.after)) as batches:
+        async for envelopes in batches:
             if remaining is not None:
-                events = events[:remaining]
-                remaining -= len(events)
-            yield encode(events)
+                envelopes = envelopes[:remaining]
+                remaining -= len(envelopes)
+            yield encode(envelopes)
             if remaining == 0:
                 return

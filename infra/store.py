@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -162,6 +162,31 @@ COLUMNS: Final = (
     "event_id, stream_id, stream_version, txid, position, type, schema_version, "
     "recorded_at, data, metadata, prev_hash, hash"
 )
+# The same, as the envelope wants them: PostgreSQL writes the id and the hashes as text for
+# less than psycopg and Python spend making objects of them and then strings again (an
+# audit export costs a third less CPU an event).
+ENVELOPE_COLUMNS: Final = (
+    "event_id::text, stream_id, stream_version, txid, position, type, schema_version, "
+    "recorded_at, data, metadata, encode(prev_hash, 'hex'), encode(hash, 'hex')"
+)
+
+
+def _envelope(row: tuple[Any, ...]) -> Envelope:
+    """The envelope of a row selected with `ENVELOPE_COLUMNS` (as RecordedEvent.envelope)."""
+    return Envelope(
+        event_id=row[0],
+        stream_id=row[1],
+        stream_version=row[2],
+        position=Position(row[3], row[4]).token(),
+        type=row[5],
+        schema_version=row[6],
+        recorded_at=row[7],
+        data=msgspec.Raw(row[8]),
+        metadata=msgspec.Raw(row[9]),
+        prev_hash=row[10],
+        hash=row[11],
+    )
+
 
 # Several events, or several streams: two round trips in one transaction. First the
 # heads of the streams and the transaction's now(); then Python checks the expected
@@ -277,11 +302,13 @@ class Selection:
 EVERYTHING: Final = Selection()
 
 
-def _log_query(after: Position, limit: int, where: Selection) -> tuple[str, list[Any]]:
+def _log_query(
+    after: Position, limit: int, where: Selection, columns: str
+) -> tuple[str, list[Any]]:
     extra, params = where.conditions()
     if where.stream_id is None:
         sql = (
-            f"SELECT {COLUMNS} FROM events WHERE (txid, position) > (%s::xid8, %s) AND {COMMIT_SAFE}"
+            f"SELECT {columns} FROM events WHERE (txid, position) > (%s::xid8, %s) AND {COMMIT_SAFE}"
             f"{extra} ORDER BY txid, position LIMIT %s"
         )
         return sql, [str(after.txid), after.position, *params, limit]
@@ -290,7 +317,7 @@ def _log_query(after: Position, limit: int, where: Selection) -> tuple[str, list
     # Resuming after one of its own events starts at that event's version: paging through
     # a stream of millions costs a batch a page, not a scan from version 1.
     sql = (
-        f"SELECT {COLUMNS} FROM events WHERE stream_id = %s AND stream_version > coalesce(("
+        f"SELECT {columns} FROM events WHERE stream_id = %s AND stream_version > coalesce(("
         "SELECT stream_version FROM events WHERE txid = %s::xid8 AND position = %s"
         " AND stream_id = %s), 0)"
         f" AND (txid, position) > (%s::xid8, %s) AND {COMMIT_SAFE}{extra}"
@@ -313,13 +340,23 @@ def _conflict(e: psycopg.Error, streams: list[str], expected: list[int]) -> Conc
     return None
 
 
+class Placed(Protocol):
+    """Something with a place in the commit-safe order (a RecordedEvent, an Envelope)."""
+
+    @property
+    def at(self) -> Position: ...
+
+
+P = TypeVar("P", bound=Placed)
+
+
 async def batches_read_ahead(
-    read: Callable[[Position], Awaitable[list[RecordedEvent]]], after: Position
-) -> AsyncGenerator[list[RecordedEvent], None]:
+    read: Callable[[Position], Awaitable[list[P]]], after: Position
+) -> AsyncGenerator[list[P], None]:
     """The batches `read` gives from `after` on, until an empty one; each next batch is
     read while the caller works on the last, so that PostgreSQL's part of a whole-log read
-    (some 2 of the 10 us an event costs) overlaps this process's. Two batches at most are
-    held; leaving early cancels the read in flight."""
+    overlaps this process's. Two batches at most are held; leaving early cancels the read
+    in flight."""
     pending = asyncio.ensure_future(read(after))
     try:
         while events := await pending:
@@ -629,38 +666,36 @@ class EventStore:
             rows = await cur.fetchall()
         return [RecordedEvent.from_row(r) for r in rows]
 
+    async def _select_log(
+        self, columns: str, after: Position, limit: int, where: Selection
+    ) -> list[tuple[Any, ...]]:
+        sql, params = _log_query(after, limit, where, columns)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params, prepare=True)
+            return await cur.fetchall()
+
     async def read_all(
         self, after: Position = ORIGIN, *, limit: int = 1000, where: Selection = EVERYTHING
     ) -> list[RecordedEvent]:
         """Up to `limit` events after `after` (of the part `where` selects), in commit-safe
         order."""
-        sql, params = _log_query(after, limit, where)
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(sql, params, prepare=True)
-            rows = await cur.fetchall()
+        rows = await self._select_log(COLUMNS, after, limit, where)
         return [RecordedEvent.from_row(r) for r in rows]
 
+    async def read_envelopes(
+        self, after: Position = ORIGIN, *, limit: int = 1000, where: Selection = EVERYTHING
+    ) -> list[Envelope]:
+        """What read_all reads, as the contract's envelopes (for readers that only pass
+        them on, such as the audit export)."""
+        rows = await self._select_log(ENVELOPE_COLUMNS, after, limit, where)
+        return [_envelope(r) for r in rows]
+
     async def iter_all(
-        self,
-        after: Position = ORIGIN,
-        *,
-        batch: int = 5000,
-        where: Selection = EVERYTHING,
-        read_ahead: bool = False,
-    ) -> AsyncGenerator[list[RecordedEvent], None]:
+        self, after: Position = ORIGIN, *, batch: int = 5000, where: Selection = EVERYTHING
+    ) -> AsyncIterator[list[RecordedEvent]]:
         """Batches of the log after `after` (of the part `where` selects), in constant
-        memory. With `read_ahead`, as `batches_read_ahead` reads them (close the iterator when
-        leaving early)."""
-
-        def read(start: Position) -> Awaitable[list[RecordedEvent]]:
-            return self.read_all(start, limit=batch, where=where)
-
-        if read_ahead:
-            async with contextlib.aclosing(batches_read_ahead(read, after)) as batches:
-                async for events in batches:
-                    yield events
-            return
-        while events := await read(after):
+        memory."""
+        while events := await self.read_all(after, limit=batch, where=where):
             yield events
             after = events[-1].at
 
