@@ -15,7 +15,7 @@ until the read API answers `GET /v1/auctions/{id}` with `X-Min-Position` = the b
 position, showing a current price of at least the bid. The bids go round VISIBLE_AUCTIONS
 auctions, two bidders each taking turns, each bid one increment above the last on its
 auction. A bid overtaken by the next one on its auction (held up for longer than the
-200 ms between them) is refused and made again at the `minimum_bid` the refusal names,
+0.8 s between them) is refused and made again at the `minimum_bid` the refusal names,
 its clock still running; the notes count them. Write API, read API, relay, projector, NATS
 and PostgreSQL all share the machine with the client.
 """
@@ -60,10 +60,13 @@ STARTING_PRICE = 1_000
 INCREMENT = 10
 
 HOT_BIDDERS = 200
-TARGET_HOT_DECISIONS = 1_000.0  # per second; the registry holds it as the target
 
-VISIBLE_RATE = 1000.0  # bids/s offered
-# Bids on one auction are VISIBLE_AUCTIONS / VISIBLE_RATE = 200 ms apart: each is decided
+# Bids/s offered. A rate the whole stack keeps up with on the 2-core reference machine, so
+# that the figure is the path's latency: at 1,000/s (chat_send_to_visible's rate) it serves
+# some 300-350 bids/s, the queues grow for as long as the run lasts, and the "latency" is
+# the run's length.
+VISIBLE_RATE = 250.0
+# Bids on one auction are VISIBLE_AUCTIONS / VISIBLE_RATE = 0.8 s apart: each is decided
 # long before the next on its auction is sent, so the amounts the schedule gives (one
 # increment a step) are accepted in order, as a real auction's would be.
 VISIBLE_AUCTIONS = 200
@@ -269,7 +272,7 @@ class _Watcher:
                     raise HttpError(f"bid {amount} on auction {a}: {response.status} "
                                     f"{response.body[:300]!r}")  # fmt: skip
                 # overtaken by its auction's next bid (only when a bid is held up for
-                # longer than the 200 ms between them): bid again, as a client would
+                # longer than the 0.8 s between them): bid again, as a client would
                 amount, retried = refused.minimum_bid, True
         accepted = time.perf_counter()
         placed = PLACED.decode(response.body)
