@@ -87,12 +87,18 @@ def category_of(stream_id: str) -> str:
 
 
 def content_digest(
-    event_id: UUID, stream_id: str, type: str, schema_version: int, data: bytes, metadata: bytes
+    event_id: UUID | bytes,
+    stream_id: str,
+    type: str,
+    schema_version: int,
+    data: bytes,
+    metadata: bytes,
 ) -> bytes:
-    """SHA-256 over everything the writer decides about an event, each part length-framed."""
+    """SHA-256 over everything the writer decides about an event, each part length-framed.
+    The id may come as its 16 bytes (a verifier reading them straight from PostgreSQL)."""
     h = hashlib.sha256(b"hubbub-event-v1")
     for part in (
-        event_id.bytes,
+        event_id if isinstance(event_id, bytes) else event_id.bytes,
         stream_id.encode(),
         type.encode(),
         schema_version.to_bytes(4, "big"),

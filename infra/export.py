@@ -165,7 +165,8 @@ async def _chunks(
     def read(after: Position) -> Awaitable[list[Envelope]]:
         return store.read_envelopes(after, limit=size, where=where)
 
-    async with contextlib.aclosing(batches_read_ahead(read, query.after)) as batches:
+    batches = batches_read_ahead(read, query.after, at=lambda envelope: envelope.at)
+    async with contextlib.aclosing(batches):
         async for envelopes in batches:
             if remaining is not None:
                 envelopes = envelopes[:remaining]

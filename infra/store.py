@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -340,28 +340,23 @@ def _conflict(e: psycopg.Error, streams: list[str], expected: list[int]) -> Conc
     return None
 
 
-class Placed(Protocol):
-    """Something with a place in the commit-safe order (a RecordedEvent, an Envelope)."""
-
-    @property
-    def at(self) -> Position: ...
-
-
-P = TypeVar("P", bound=Placed)
+T = TypeVar("T")
 
 
 async def batches_read_ahead(
-    read: Callable[[Position], Awaitable[list[P]]], after: Position
-) -> AsyncGenerator[list[P], None]:
-    """The batches `read` gives from `after` on, until an empty one; each next batch is
-    read while the caller works on the last, so that PostgreSQL's part of a whole-log read
-    overlaps this process's. Two batches at most are held; leaving early cancels the read
-    in flight."""
+    read: Callable[[Position], Awaitable[list[T]]],
+    after: Position,
+    at: Callable[[T], Position],
+) -> AsyncGenerator[list[T], None]:
+    """The batches `read` gives from `after` on (each after the place `at` gives of the
+    last one's last item), until an empty one. Each next batch is read while the caller
+    works on the last, so that PostgreSQL's part of a whole-log read overlaps this
+    process's. Two batches at most are held; leaving early cancels the read in flight."""
     pending = asyncio.ensure_future(read(after))
     try:
-        while events := await pending:
-            pending = asyncio.ensure_future(read(events[-1].at))
-            yield events
+        while batch := await pending:
+            pending = asyncio.ensure_future(read(at(batch[-1])))
+            yield batch
     finally:
         if not pending.done():
             pending.cancel()
