@@ -24,7 +24,6 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_WAIT_S = 2.0
 MAX_WAIT_MS = 10_000
-_POLL_S = 0.05
 
 
 class Freshness:
@@ -35,7 +34,9 @@ class Freshness:
         self.pool = pool
         self.names = list(names)
         self.positions: dict[str, Position] = dict.fromkeys(self.names, ORIGIN)
-        self._changed = asyncio.Event()
+        # Requests waiting for a position: each is woken once, when it is reached, rather
+        # than every waiter on every notification.
+        self._waiters: list[tuple[list[str], Position, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -51,7 +52,18 @@ class Freshness:
     def _advance(self, name: str, position: Position) -> None:
         if position > self.positions.get(name, ORIGIN):
             self.positions[name] = position
-            self._changed.set()
+
+    def _wake(self) -> None:
+        """Resolve the waiters whose projections have all reached their position."""
+        waiting = []
+        for names, at_least, future in self._waiters:
+            if future.done():
+                continue
+            if self.position_of(names) >= at_least:
+                future.set_result(None)
+            else:
+                waiting.append((names, at_least, future))
+        self._waiters = waiting
 
     async def refresh(self) -> None:
         """Read every checkpoint from the database."""
@@ -68,6 +80,7 @@ class Freshness:
                 row = await cur.fetchone()
                 if row:
                     self._advance(name, Position(row[0], row[1]))
+        self._wake()
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -86,10 +99,13 @@ class Freshness:
                             position = Position.parse(token)
                             for name in names:
                                 self._advance(name, position)
+                            self._wake()
             except psycopg.Error as e:
                 log.warning("freshness listener lost its connection", error=str(e))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                with contextlib.suppress(psycopg.Error):
+                    await self.refresh()  # waiters still move on while we are not listening
 
     def position_of(self, names: Iterable[str]) -> Position:
         """How far all of `names` have got: the least of their positions."""
@@ -97,16 +113,13 @@ class Freshness:
 
     async def wait(self, names: list[str], at_least: Position, wait_s: float) -> bool:
         """Wait until every projection in `names` has applied `at_least`; False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while self.position_of(names) < at_least:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                await self.refresh()
-                return self.position_of(names) >= at_least
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(remaining, _POLL_S * 4))
-            except TimeoutError:
-                await self.refresh()
+        if self.position_of(names) >= at_least:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((names, at_least, future))
+        try:
+            await asyncio.wait_for(future, wait_s)
+        except TimeoutError:
+            await self.refresh()  # a notification may have gone missing: ask the tables
+            return self.position_of(names) >= at_least
         return True
