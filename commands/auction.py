@@ -21,6 +21,7 @@ from events.auction import (
     AuctionExtended,
     AuctionOpened,
     BidPlaced,
+    minor_unit_digits,
 )
 
 MAX_AMOUNT = 10**15  # minor units; keeps every amount exact in a JavaScript client too
@@ -247,6 +248,7 @@ def decide(command: AuctionCommand, state: AuctionState) -> list[AuctionEvent]:
                 min_increment=command.min_increment, reserve_price=command.reserve_price,
                 buy_now_price=command.buy_now_price, ends_at=command.ends_at,
                 anti_snipe_s=command.anti_snipe_s, opened_at=command.at,
+                currency_digits=minor_unit_digits(command.currency),
             )]  # fmt: skip
         case PlaceBid():
             auction = _open(state, command.at)

@@ -11,7 +11,28 @@ import msgspec
 CloseReason = Literal["ended", "bought_now", "no_bids", "reserve_not_met"]
 
 
+# ISO 4217 currencies whose minor unit is not a hundredth (the rest have two digits).
+_MINOR_UNIT_DIGITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+                     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}  # fmt: skip
+
+
+def minor_unit_digits(currency: str) -> int:
+    """How many decimal digits the minor unit of an ISO 4217 currency has (JPY 0, EUR 2)."""
+    return _MINOR_UNIT_DIGITS.get(currency, 2)
+
+
 class AuctionOpened(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An auction is open for bids until `ends_at`.
+
+    Schema version 2 added `currency_digits`, the decimal digits of the currency's minor
+    unit (so clients can show `1500` JPY as 1,500 and `1500` EUR as 15.00 without a
+    table of their own); version 1 events are upcast in events.registry.
+    """
+
     auction_id: str
     seller_id: str
     title: str
@@ -25,6 +46,7 @@ class AuctionOpened(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     ends_at: datetime
     anti_snipe_s: int = 0
     opened_at: datetime
+    currency_digits: int = 2
 
 
 class BidPlaced(msgspec.Struct, frozen=True, kw_only=True, tag=True):

@@ -2,7 +2,13 @@
 
 Evolution rules (msgspec's schema-evolution chapter): a new field gets a default; a type
 never changes; a rename is a new event type plus an upcaster. Stored events are never
-rewritten: old payloads are upcast when read.
+rewritten: old payloads are upcast when read (their content hashes cover the stored
+bytes, so the store, the relay and the audit export keep them exactly as written, with
+their own `schema_version`; only `decode` sees the current form).
+
+To evolve a type: add the field with a default, bump its entry in SCHEMA_VERSIONS, and
+register an upcaster from the old version that says what the old events meant (the
+default is what a writer that leaves the field out means, which need not be the same).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from events.auction import (
     AuctionExtended,
     AuctionOpened,
     BidPlaced,
+    minor_unit_digits,
 )
 from events.channel import (
     ChannelCreated,
@@ -73,9 +80,18 @@ Event = (
 )
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {cls.__name__: cls for cls in get_args(Event)}
 # The schema version new events of each type are written with.
-SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TYPES, 1)
+SCHEMA_VERSIONS: dict[str, int] = {**dict.fromkeys(EVENT_TYPES, 1), "AuctionOpened": 2}
+
+
+def _auction_opened_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no `currency_digits`: it follows from the currency (JPY 0, EUR 2)."""
+    return {**raw, "currency_digits": minor_unit_digits(raw["currency"])}
+
+
 # (type, from_version) -> a function turning that version's JSON object into the next's.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("AuctionOpened", 1): _auction_opened_v1_to_v2,
+}
 
 _DECODER = msgspec.json.Decoder(Event)
 _ENCODER = msgspec.json.Encoder()
@@ -94,8 +110,8 @@ def encode(event: msgspec.Struct) -> tuple[str, int, bytes]:
 def decode(type_name: str, schema_version: int, data: bytes) -> Event:
     """The current form of a stored event, upcasting older schema versions on the way."""
     current = SCHEMA_VERSIONS.get(type_name)
-    if current is None:
-        raise UnknownEventType(type_name)
+    if current is None or not 1 <= schema_version <= current:
+        raise UnknownEventType(f"{type_name} version {schema_version}")
     if schema_version == current:
         event: Event = _DECODER.decode(data)
         return event
