@@ -131,6 +131,7 @@ def _banner(settings: Settings) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_row("write API", f"http://{settings.host}:{settings.write_api_port}")
     table.add_row("read API", f"http://{settings.host}:{settings.read_api_port}")
+    table.add_row("gateway", f"ws://{settings.host}:{settings.gateway_port}/v1/ws")
     table.add_row("PostgreSQL", redact(settings.database_url))
     table.add_row("NATS", redact(settings.nats_url))
     console.print("[bold]Hubbub[/] is starting. Ctrl-C stops everything.")
@@ -142,7 +143,8 @@ def run() -> None:
     """Start everything: servers (embedded unless URLs are set), migrations, every part."""
     settings = load_settings("supervisor")
     children = [
-        _part(name) for name in ("write-api", "read-api", "relay", "projector", "scheduler")
+        _part(name)
+        for name in ("write-api", "read-api", "gateway", "relay", "projector", "scheduler")
     ]
     try:
         with reporting_database_errors():
@@ -181,6 +183,26 @@ def read_api() -> None:
     """Serve the read API (queries over the read models)."""
     settings = resolve_urls(load_settings("read-api"))
     _serve_http("infra.bootstrap:read_api_process", settings, settings.read_api_port)
+
+
+@app.command()
+def gateway() -> None:
+    """Serve the WebSocket gateway (live frames, presence, typing)."""
+    settings = resolve_urls(load_settings("gateway"))
+    from read_api.gateway.server import main as gateway_main
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(gateway_main(settings))
+
+
+def _loop_factory() -> Any:
+    """uvloop when installed (it comes with uvicorn[standard]): leaner sockets for the
+    gateway's many connections."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @app.command()

@@ -26,6 +26,18 @@ def _port(name: str, default: int) -> int:
     return port
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated origins (`https://app.example.com`), each scheme://host[:port]."""
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise ValueError(
+                f"HUBBUB_GATEWAY_ORIGINS must list origins like https://app.example.com, got {origin!r}"
+            )
+    return origins
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything a Hubbub process needs to know about its surroundings."""
@@ -43,6 +55,10 @@ class Settings:
     nats_stream: str = "HUBBUB_EVENTS"
     subject_prefix: str = ""
     jwt_secret: str | None = field(default=None, repr=False)
+    # Origins browsers may open the gateway's WebSocket from; empty: any. Requests with no
+    # Origin header (native clients) are always accepted: the token is in the first frame,
+    # never in a cookie, so a foreign page cannot ride on a user's credentials.
+    gateway_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,6 +84,7 @@ class Settings:
             nats_stream=_env("HUBBUB_NATS_STREAM", "HUBBUB_EVENTS") or "HUBBUB_EVENTS",
             subject_prefix=_env("HUBBUB_NATS_SUBJECT_PREFIX", "") or "",
             jwt_secret=jwt_secret,
+            gateway_origins=_origins(_env("HUBBUB_GATEWAY_ORIGINS", "") or ""),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -83,6 +100,8 @@ class Settings:
             "HUBBUB_NATS_STREAM": self.nats_stream,
             "HUBBUB_NATS_SUBJECT_PREFIX": self.subject_prefix,
         }
+        if self.gateway_origins:
+            env["HUBBUB_GATEWAY_ORIGINS"] = ",".join(self.gateway_origins)
         for name, value in (
             ("HUBBUB_DATABASE_URL", self.database_url),
             ("HUBBUB_NATS_URL", self.nats_url),
@@ -108,6 +127,10 @@ class Settings:
     def subject(self, category: str, event_type: str) -> str:
         """The JetStream subject an event is published on: events.<category>.<type>."""
         return f"{self.subject_prefix}events.{category}.{event_type}"
+
+    def gateway_subject(self, name: str) -> str:
+        """A NATS core subject the gateways share (typing, presence): never in JetStream."""
+        return f"{self.subject_prefix}gateway.{name}"
 
     @property
     def subject_filter(self) -> str:

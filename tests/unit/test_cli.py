@@ -20,6 +20,7 @@ EVERY_PART = [
     ["run"],
     ["write-api"],
     ["read-api"],
+    ["gateway"],
     ["relay"],
     ["projector"],
     ["scheduler"],
@@ -43,8 +44,8 @@ def unreachable_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_help_lists_the_commands() -> None:
     result = runner.invoke(cli.app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "write-api", "read-api", "relay", "projector", "scheduler", "migrate",
-                    "projections"):  # fmt: skip
+    for command in ("run", "write-api", "read-api", "gateway", "relay", "projector", "scheduler",
+                    "migrate", "projections"):  # fmt: skip
         assert command in result.stdout
 
 
@@ -93,6 +94,7 @@ def test_run_supervises_every_part_and_shows_where_they_are(
     assert [c.name for c in children] == [
         "write-api",
         "read-api",
+        "gateway",
         "relay",
         "projector",
         "scheduler",
@@ -100,6 +102,7 @@ def test_run_supervises_every_part_and_shows_where_they_are(
     assert children[0].argv == [sys.executable, "-m", "infra.cli", "write-api"]
     assert "http://127.0.0.1:8000" in result.stdout
     assert "http://127.0.0.1:8001" in result.stdout
+    assert "ws://127.0.0.1:8002/v1/ws" in result.stdout
     assert "postgresql://hubbub:***@127.0.0.1:1/hubbub" in result.stdout
     assert "s3cret" not in result.stdout
 

@@ -1,0 +1,163 @@
+"""Reading the feed read model (`rm_feed.frames`): tailing it in log order, and a topic's
+frames by seq for backfills.
+
+The tail only advances to the least checkpoint of the feed and of the read models a client
+reads back (channels, messages, notifications, auctions), so a client that fetches from
+the read API right after a frame sees at least the state the frame announced. The feed's
+rows commit in one transaction with its checkpoint, so every frame at or before that
+position is there to be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from events.envelope import Position
+from read_api.freshness import Freshness
+from read_api.gateway import protocol
+
+log = structlog.get_logger(__name__)
+
+# The read models a frame's reader may look at next: the tail waits for all of them.
+SOURCES: Final = ("feed", "channels", "messages", "notifications", "auctions")
+TAIL_BATCH: Final = 2000
+BACKFILL_BATCH: Final = 500
+_IDLE_WAIT_S: Final = 1.0
+
+_COLUMNS = "topic, seq, position, name, data"
+_BETWEEN = (
+    f"SELECT {_COLUMNS} FROM rm_feed.frames WHERE position > %s AND position <= %s"
+    " ORDER BY position, topic, seq LIMIT %s"
+)
+_AT = f"SELECT {_COLUMNS} FROM rm_feed.frames WHERE position = %s ORDER BY topic, seq"
+_TOPIC = (
+    f"SELECT {_COLUMNS} FROM rm_feed.frames WHERE topic = %s AND seq >= %s AND position <= %s"
+    " ORDER BY seq LIMIT %s"
+)
+_LAST_SEQ = (
+    "SELECT seq FROM rm_feed.frames WHERE topic = %s AND position <= %s ORDER BY seq DESC LIMIT 1"
+)
+
+
+class FeedFrame:
+    """One row of the feed; its event frame is encoded at most once, when first sent."""
+
+    __slots__ = ("_payload", "_wire", "data", "name", "position", "seq", "topic")
+
+    def __init__(self, topic: str, seq: int, position: str, name: str, data: bytes) -> None:
+        self.topic = topic
+        self.seq = seq
+        self.position = position
+        self.name = name
+        self.data = data
+        self._payload: bytes | None = None
+        self._wire: bytes | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> FeedFrame:
+        return cls(row[0], int(row[1]), row[2], row[3], bytes(row[4]))
+
+    def payload(self) -> bytes:
+        """The event frame's JSON."""
+        if self._payload is None:
+            event = protocol.Event(topic=self.topic, seq=self.seq, position=self.position,
+                                   name=self.name, data=msgspec.Raw(self.data))  # fmt: skip
+            self._payload = protocol.encode(event)
+        return self._payload
+
+    def wire(self) -> bytes:
+        """The event frame, framed for the socket (the same bytes for every subscriber)."""
+        if self._wire is None:
+            self._wire = protocol.wire(self.payload())
+        return self._wire
+
+    def view(self) -> dict[str, Any]:
+        """The frame's client view, decoded."""
+        view: dict[str, Any] = msgspec.json.decode(self.data)
+        return view
+
+
+class FeedReader:
+    """Queries over rm_feed.frames."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def _select(self, query: str, params: tuple[Any, ...]) -> list[FeedFrame]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return [FeedFrame.from_row(row) for row in await cur.fetchall()]
+
+    async def between(
+        self, after: Position, upto: Position, limit: int = TAIL_BATCH
+    ) -> tuple[list[FeedFrame], Position]:
+        """Frames after `after` up to `upto` in log order, at most about `limit` of them,
+        and the position they reach (`upto` when all were read). A position's frames are
+        never split between two answers."""
+        frames = await self._select(_BETWEEN, (after.token(), upto.token(), limit))
+        if len(frames) < limit:
+            return frames, upto
+        last = frames[-1].position
+        whole = [f for f in frames if f.position < last]
+        if not whole:  # one event made `limit` frames or more: read all of them
+            whole = await self._select(_AT, (last,))
+            return whole, Position.parse(last)
+        return whole, Position.parse(whole[-1].position)
+
+    async def topic_frames(
+        self, topic: str, from_seq: int, upto: Position, limit: int = BACKFILL_BATCH
+    ) -> list[FeedFrame]:
+        """The topic's frames from seq `from_seq` on, up to position `upto`, in seq order."""
+        return await self._select(_TOPIC, (topic, from_seq, upto.token(), limit))
+
+    async def last_seq(self, topic: str, upto: Position) -> int:
+        """The seq of the topic's last frame at or before `upto` (0 when it has none)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_LAST_SEQ, (topic, upto.token()))
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+Deliver = Callable[[list[FeedFrame], Position], None]
+
+
+class Tailer:
+    """Follows the feed in log order and hands each batch of frames to `deliver`, together
+    with the position they reach. Woken by the projector's NOTIFY (through Freshness)."""
+
+    def __init__(
+        self, reader: FeedReader, freshness: Freshness, deliver: Deliver, tail: Position
+    ) -> None:
+        self.reader = reader
+        self.freshness = freshness
+        self.deliver = deliver
+        self.tail = tail  # frames up to here were delivered (or came before the start)
+
+    async def run(self) -> None:
+        """Tail for ever (cancel to stop); database trouble is logged and retried."""
+        tail = self.tail
+        backoff = 0.1
+        while True:
+            upto = self.freshness.position_of(SOURCES)
+            if upto <= tail:
+                await self.freshness.wait(
+                    list(SOURCES), Position(tail.txid, tail.position + 1), _IDLE_WAIT_S
+                )
+                continue
+            try:
+                frames, reached = await self.reader.between(tail, upto)
+            except psycopg.Error as e:
+                log.warning("could not read the feed", error=str(e))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            tail = self.tail = reached
+            self.deliver(frames, reached)
