@@ -1,0 +1,1 @@
+"""The WebSocket gateway: live frames from the feed, presence and typing (hubbub gateway)."""
