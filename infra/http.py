@@ -43,6 +43,36 @@ REQUEST_SECONDS = Histogram(
     ["service", "method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+COMMAND_SECONDS = Histogram(
+    "hubbub_command_seconds",
+    "Commands (the write API's POST, PUT, PATCH and DELETE routes) by command and outcome:"
+    " ok, the problem's code (bid_too_low, ...), or conflict (too_much_contention)",
+    ["command", "outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _ProblemCode(msgspec.Struct):
+    code: str = ""
+
+
+_PROBLEM_CODE = msgspec.json.Decoder(_ProblemCode)
+
+
+def command_outcome(status: int, body: bytes) -> str:
+    """A command's outcome label: ok, its problem's stable code, or conflict (it lost the
+    race for its stream too many times). Codes are a closed set, so the label stays small."""
+    if status < 400:
+        return "ok"
+    try:
+        code = _PROBLEM_CODE.decode(body).code
+    except msgspec.DecodeError:
+        code = ""
+    if code == "too_much_contention":
+        return "conflict"
+    return code or _STATUS_CODES.get(status, "error" if status >= 500 else "bad_request")
+
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -156,10 +186,12 @@ EXCEPTION_HANDLERS: dict[
 
 
 class RequestContext(ASGIMiddleware):
-    """Binds a correlation id and traceparent to the request's logs, and times it."""
+    """Binds a correlation id and traceparent to the request's logs, and times it; with
+    `commands`, its POST, PUT, PATCH and DELETE requests are timed as commands too."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, commands: bool = False) -> None:
         self.service = service
+        self.commands = commands
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         headers = {
@@ -173,10 +205,15 @@ class RequestContext(ASGIMiddleware):
         state["correlation_id"] = correlation
         state["traceparent"] = traceparent if _TRACEPARENT.match(traceparent) else None
         status = 500
+        timed_command = self.commands and scope.get("method", "") in COMMAND_METHODS
+        problem_body = b""
 
         async def send_wrapper(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
+            nonlocal status, problem_body
+            if message["type"] == "http.response.body":
+                if timed_command and status >= 400 and not problem_body:
+                    problem_body = message.get("body", b"")
+            elif message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [
@@ -186,15 +223,21 @@ class RequestContext(ASGIMiddleware):
             await send(message)
 
         structlog.contextvars.bind_contextvars(correlation_id=correlation)
+        if state["traceparent"]:
+            structlog.contextvars.bind_contextvars(traceparent=state["traceparent"])
         started = time.perf_counter()
         try:
             await next_app(scope, receive, send_wrapper)
         finally:
-            structlog.contextvars.unbind_contextvars("correlation_id")
+            structlog.contextvars.unbind_contextvars("correlation_id", "traceparent")
+            elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
-            REQUEST_SECONDS.labels(
-                self.service, scope.get("method", ""), route, str(status)
-            ).observe(time.perf_counter() - started)
+            method = scope.get("method", "")
+            REQUEST_SECONDS.labels(self.service, method, route, str(status)).observe(elapsed)
+            if timed_command:
+                COMMAND_SECONDS.labels(
+                    f"{method} {route}", command_outcome(status, problem_body)
+                ).observe(elapsed)
 
 
 def correlation_of(request: Request[Any, Any, Any]) -> tuple[str, str | None]:
@@ -285,11 +328,13 @@ def service_app(
     | None = None,
     dependencies: dict[str, Provide] | None = None,
     guards: Sequence[Guard] = (),
+    command_metrics: bool = False,
 ) -> Litestar:
     """A Hubbub HTTP service: its routes plus health and metrics, problem+json errors,
     request context, the body limit and the OpenAPI document at /schema/openapi.json.
     The lifespan must put an object with `links` (from `connections`) at
-    `app.state.services`."""
+    `app.state.services`. With `command_metrics`, its POST, PUT, PATCH and DELETE requests
+    are counted and timed as commands (hubbub_command_seconds)."""
     return Litestar(
         route_handlers=[
             Router(path="/", route_handlers=list(route_handlers), guards=list(guards)),
@@ -301,7 +346,7 @@ def service_app(
         },
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, **(exception_handlers or {})},
-        middleware=[RequestContext(service)],
+        middleware=[RequestContext(service, commands=command_metrics)],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # infra.logging configures the process
         openapi_config=OpenAPIConfig(title=title, version="1.0.0", path="/schema"),

@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ENCODER, Metadata, Position, global_link
 from infra.db import configure, make_pool
+from infra.metrics import serve_metrics
 from infra.nats import connect, ensure_stream
 from infra.settings import Settings
 from infra.store import EventStore, RecordedEvent
@@ -43,7 +44,10 @@ HEADER_PREV = "Hubbub-Prev"
 
 PUBLISHED = Counter("hubbub_relay_published_total", "Events published on JetStream")
 RELAY_POSITION = Gauge("hubbub_relay_position", "Global position of the last published event")
-RELAY_LAG_SECONDS = Gauge("hubbub_relay_lag_seconds", "Age of the last published event when it was")
+RELAY_LAG_SECONDS = Gauge(
+    "hubbub_relay_lag_seconds",
+    "Age of the last published event when it was published; 0 once nothing is left",
+)
 
 
 _METADATA = msgspec.json.Decoder(Metadata)
@@ -154,6 +158,7 @@ class Relay:
                         last_busy = time.monotonic()
                         empty_reads = 0
                         continue
+                    RELAY_LAG_SECONDS.set(0.0)  # nothing left to publish
                     # Recently busy: more events are likely on their way, and the writers'
                     # NOTIFY comes at most every 5 ms; so poll, soon at first, then less often
                     # (busy_poll_s doubling up to 4 ms), waking early for a NOTIFY. Idle:
@@ -205,6 +210,11 @@ class Relay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+                # NATS may have come back without its data: no stream, no acks, for ever.
+                try:
+                    await ensure_stream(self.js, self.settings)
+                except (NatsError, OSError, TimeoutError) as e2:
+                    log.info("jetstream stream not checked", error=repr(e2))
 
     async def publish(self, events: Sequence[RecordedEvent], prev: Position) -> None:
         """Publish a batch in order and wait until JetStream acknowledged every message."""
@@ -291,6 +301,7 @@ async def main(settings: Settings) -> None:
     assert settings.database_url and settings.nats_url, "the CLI resolves the URLs"
     stop = asyncio.Event()
     stop_on_signals(stop)
+    serve_metrics(settings, "relay")
     nc = await connect_jetstream(settings, stop)
     if nc is None:
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ from uuid import UUID
 
 import msgspec
 import psycopg
+from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from events.envelope import (
@@ -23,6 +25,20 @@ from events.envelope import (
     chain_hash,
     content_digest,
     micros,
+)
+
+APPENDS = Counter(
+    "hubbub_store_appends_total",
+    "Appends (one transaction each) by outcome: ok, duplicate, conflict or failed",
+    ["outcome"],
+)
+for _outcome in ("ok", "duplicate", "conflict", "failed"):
+    APPENDS.labels(_outcome)  # every series exists from the start, at 0
+APPENDED_EVENTS = Counter("hubbub_store_appended_events_total", "Events appended")
+APPEND_SECONDS = Histogram(
+    "hubbub_store_append_seconds",
+    "Time an append takes, whatever its outcome",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 
 ANY: Final = -1
@@ -457,6 +473,7 @@ class EventStore:
             else [idempotency] if isinstance(idempotency, Idempotency)
             else list(idempotency)
         )  # fmt: skip
+        started = time.perf_counter()
         try:
             if len(event_ids) == 1 and len(keys) <= 1:
                 result = await self._append_one(streams[0], expected[0], data, metadata,
@@ -468,8 +485,10 @@ class EventStore:
                     metadata, digests, keys, conn,
                 )  # fmt: skip
         except psycopg.Error as e:
+            APPEND_SECONDS.observe(time.perf_counter() - started)
             conflict = _conflict(e, streams, expected)
             if conflict is not None:
+                APPENDS.labels("conflict").inc()
                 if e.sqlstate == "23505" and conn is None:
                     # The index names the version we collided with; say where it is now.
                     actual = await self.version_of(conflict.stream_id)
@@ -477,13 +496,22 @@ class EventStore:
                 raise conflict from e
             if e.sqlstate == "23505" and e.diag.constraint_name == "idempotency_keys_pkey":
                 if len(keys) > 1:
+                    APPENDS.labels("duplicate").inc()
                     raise DuplicateKey(str(e)) from e
                 stored = await self.find_idempotent(keys[0].scope, keys[0].key)
                 if stored is not None:
+                    APPENDS.labels("duplicate").inc()
                     return stored
+            APPENDS.labels("failed").inc()
             raise StoreUnavailable(str(e)) from e
-        if self.notifier is not None and not result.duplicate:
-            self.notifier.poke()
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        if result.duplicate:
+            APPENDS.labels("duplicate").inc()
+        else:
+            APPENDS.labels("ok").inc()
+            APPENDED_EVENTS.inc(len(event_ids))
+            if self.notifier is not None:
+                self.notifier.poke()
         return result
 
     async def _append_one(

@@ -21,11 +21,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ENVELOPE_DECODER, Envelope, Position
 from infra.db import make_pool
+from infra.metrics import serve_metrics
 from infra.nats import connect, ensure_stream
 from infra.relay import HEADER_PREV, stop_on_signals
 from infra.settings import Settings
@@ -53,6 +54,31 @@ CATCH_UPS = Counter(
     "hubbub_projection_catchups_total", "Reads straight from the store", ["projection", "reason"]
 )
 PROJECTION_POSITION = Gauge("hubbub_projection_position", "Global position applied", ["projection"])
+PROJECTION_LAG_SECONDS = Gauge(
+    "hubbub_projection_lag_seconds",
+    "Age of the last event applied when it was applied; 0 once the store has nothing newer",
+    ["projection"],
+)
+PROJECTION_LAG_EVENTS = Gauge(
+    "hubbub_projection_lag_events",
+    "Events in the store past the projection's checkpoint (global positions between them)",
+    ["projection"],
+)
+HEAD_POSITION = Gauge("hubbub_store_head_position", "Global position of the store's last event")
+APPLY_SECONDS = Histogram(
+    "hubbub_projection_apply_seconds",
+    "Time to apply one batch (one transaction, one or every projection) and its checkpoint",
+    ["mode"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+
+
+class _Trace(msgspec.Struct):
+    correlation_id: str | None = None
+    traceparent: str | None = None
+
+
+_TRACE = msgspec.json.Decoder(_Trace)
 
 CATCH_UP_BATCH = 5000
 
@@ -111,6 +137,7 @@ class ProjectionRunner:
                 return
             events = await self.store.read_all(after, limit=CATCH_UP_BATCH)
             if not events:
+                PROJECTION_LAG_SECONDS.labels(projection.name).set(0.0)
                 return
             await self._apply(projection, after, events)
 
@@ -122,6 +149,7 @@ class ProjectionRunner:
         self, projection: Projection, after: Position, events: Sequence[RecordedEvent | Envelope]
     ) -> None:
         upto = _position(events[-1])
+        started = time.perf_counter()
         try:
             async with self.pool.connection() as conn:
                 await apply_batch(
@@ -134,9 +162,10 @@ class ProjectionRunner:
             )
             self.checkpoints[projection.name] = moved.actual
             return
+        APPLY_SECONDS.labels("one").observe(time.perf_counter() - started)
         self.checkpoints[projection.name] = upto
-        APPLIED.labels(projection.name).inc(len(events))
-        PROJECTION_POSITION.labels(projection.name).set(upto.position)
+        _applied(projection.name, events)
+        _log_traced(events, (projection.name,))
 
     async def handle(self, batch: Sequence[tuple[Envelope, Position]]) -> None:
         """Apply a batch of (envelope, previous position) pairs from NATS to every projection."""
@@ -157,16 +186,21 @@ class ProjectionRunner:
                 together.append(Batch(projection, live_schema(projection.name), checkpoint,
                                       events, events[-1].at))  # fmt: skip
         if len(together) > 1:
+            started = time.perf_counter()
             try:
                 async with self.pool.connection() as conn:
                     await apply_together(conn, together)
             except psycopg.Error as e:
                 log.info("batch not applied together; one projection at a time", error=str(e))
             else:
+                APPLY_SECONDS.labels("together").observe(time.perf_counter() - started)
                 for b in together:
                     self.checkpoints[b.projection.name] = b.upto
-                    APPLIED.labels(b.projection.name).inc(len(b.events))
-                    PROJECTION_POSITION.labels(b.projection.name).set(b.upto.position)
+                    _applied(b.projection.name, b.events)
+                _log_traced(
+                    max((b.events for b in together), key=len),
+                    tuple(b.projection.name for b in together),
+                )
         for projection in self.projections:
             await self._handle_one(projection, batch)
 
@@ -222,6 +256,20 @@ class ProjectionRunner:
                 await asyncio.wait_for(stop.wait(), self.quiet_s)
             if time.monotonic() - self._last_nats_batch >= self.quiet_s:
                 await self.catch_up_all("poll")
+            await self.measure_lag()
+
+    async def measure_lag(self) -> None:
+        """Set the lag gauges against the store's head (one short index read)."""
+        try:
+            head = await self.store.head()
+        except psycopg.Error as e:
+            log.warning("head not read; lag not measured", error=str(e))
+            return
+        HEAD_POSITION.set(head.position)
+        for name, checkpoint in self.checkpoints.items():
+            # Positions count every event ever appended, so the difference is the number
+            # of events still to apply (rolled-back appends leave small holes: an upper bound).
+            PROJECTION_LAG_EVENTS.labels(name).set(max(0, head.position - checkpoint.position))
 
     async def _connect(self, old: NATS | None) -> NATS | None:
         if old is not None:
@@ -277,6 +325,41 @@ def _position(event: RecordedEvent | Envelope) -> Position:
     return event.at
 
 
+def _applied(projection: str, events: Sequence[RecordedEvent | Envelope]) -> None:
+    APPLIED.labels(projection).inc(len(events))
+    last = events[-1]
+    PROJECTION_POSITION.labels(projection).set(last.at.position)
+    PROJECTION_LAG_SECONDS.labels(projection).set(
+        max(0.0, time.time() - last.recorded_at.timestamp())
+    )
+
+
+def _log_traced(events: Sequence[RecordedEvent | Envelope], projections: Sequence[str]) -> None:
+    """One log line for each applied event that carries a W3C traceparent (from the HTTP
+    request that caused it), with its traceparent and correlation id bound as context,
+    so a trace can be followed from the request into the read models. INFO when the
+    trace is sampled (its flags ask for recording), DEBUG otherwise; events without a
+    traceparent, most of them, cost one substring test."""
+    for event in events:
+        metadata = event.metadata if isinstance(event.metadata, bytes) else bytes(event.metadata)
+        if b"traceparent" not in metadata:
+            continue
+        try:
+            trace = _TRACE.decode(metadata)
+        except msgspec.DecodeError:
+            continue
+        if not trace.traceparent:
+            continue
+        sampled = trace.traceparent.endswith(("1", "3", "5", "7", "9", "b", "d", "f"))
+        with structlog.contextvars.bound_contextvars(
+            traceparent=trace.traceparent, correlation_id=trace.correlation_id
+        ):
+            (log.info if sampled else log.debug)(
+                "event applied", event_id=str(event.event_id), type=event.type,
+                position=event.at.token(), projections=list(projections),
+            )  # fmt: skip
+
+
 def _contiguous(checkpoint: Position, fresh: Sequence[tuple[Envelope, Position]]) -> bool:
     expected = checkpoint
     for envelope, prev in fresh:
@@ -302,6 +385,7 @@ async def main(settings: Settings) -> None:
     assert settings.database_url and settings.nats_url, "the CLI resolves the URLs"
     stop = asyncio.Event()
     stop_on_signals(stop)
+    serve_metrics(settings, "projector")
     # A connection per projection: a batch is applied to all of them at once.
     pool = make_pool(settings.database_url, min_size=1, max_size=len(ALL) + 2,
                      name="hubbub-projector")  # fmt: skip

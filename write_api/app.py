@@ -66,6 +66,7 @@ def create_app(
 
     return http.service_app(
         service="write-api",
+        command_metrics=True,
         title="Hubbub write API",
         route_handlers=[
             auth.register,

@@ -19,12 +19,14 @@ from datetime import UTC, datetime
 
 import psycopg
 import structlog
+from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
 from commands import auction as au
 from events.auction import auction_stream
 from infra.db import make_pool
 from infra.http import Problem
+from infra.metrics import serve_metrics
 from infra.relay import stop_on_signals
 from infra.settings import Settings
 from infra.store import EventStore, StoreError, StreamAppend
@@ -32,6 +34,9 @@ from projections.registry import ensure_all
 from write_api.handling import Decision, execute, load, metadata, new_events
 
 log = structlog.get_logger("closer")
+
+CLOSED = Counter("hubbub_scheduler_closed_total", "Auctions this scheduler closed")
+ROUNDS = Counter("hubbub_scheduler_rounds_total", "Closer rounds", ["outcome"])
 
 DUE_SQL = (
     "SELECT auction_id FROM rm_auctions.auctions WHERE status = 'open' AND ends_at <= %s"
@@ -87,6 +92,7 @@ class Closer:
                 continue
             if await self.close(auction_id, now):
                 closed += 1
+                CLOSED.inc()
                 log.info("auction closed", auction_id=auction_id)
             self._done[auction_id] = clock
         return closed
@@ -96,7 +102,9 @@ class Closer:
         while not stop.is_set():
             try:
                 await self.tick()
+                ROUNDS.labels("ok").inc()
             except (psycopg.Error, StoreError, Problem) as e:
+                ROUNDS.labels("failed").inc()
                 log.warning("closer round failed", error=str(e))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
@@ -107,6 +115,7 @@ async def main(settings: Settings) -> None:
     assert settings.database_url, "the CLI resolves the URLs"
     stop = asyncio.Event()
     stop_on_signals(stop)
+    serve_metrics(settings, "scheduler")
     pool = make_pool(settings.database_url, min_size=1, max_size=4, name="hubbub-scheduler")
     await pool.open()
     try:

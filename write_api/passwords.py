@@ -7,18 +7,29 @@ at once, so at most `concurrency` run at a time and the rest queue.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 T = TypeVar("T")
 
 ARGON2_QUEUE = Gauge("hubbub_argon2_waiting", "Password hashes waiting for a slot")
 ARGON2_ACTIVE = Gauge("hubbub_argon2_active", "Password hashes running")
+ARGON2_WAIT_SECONDS = Histogram(
+    "hubbub_argon2_wait_seconds",
+    "Time a hash or verification waited for a slot",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ARGON2_SECONDS = Histogram(
+    "hubbub_argon2_seconds",
+    "Time a hash or verification took once it had a slot",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 
 
 class Passwords:
@@ -31,13 +42,20 @@ class Passwords:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         ARGON2_QUEUE.inc()
-        async with self._slots:
+        queued = time.perf_counter()
+        try:
+            await self._slots.acquire()
+        finally:
             ARGON2_QUEUE.dec()
-            ARGON2_ACTIVE.inc()
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-            finally:
-                ARGON2_ACTIVE.dec()
+        started = time.perf_counter()
+        ARGON2_WAIT_SECONDS.observe(started - queued)
+        ARGON2_ACTIVE.inc()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            ARGON2_ACTIVE.dec()
+            ARGON2_SECONDS.observe(time.perf_counter() - started)
+            self._slots.release()
 
     async def hash(self, password: str) -> str:
         """A new argon2id hash of `password`."""
