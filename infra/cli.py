@@ -215,12 +215,27 @@ def relay() -> None:
 
 
 @app.command()
-def projector() -> None:
+def projector(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Run only these projections (repeat, or comma-separate); the others are left"
+            " to other projector processes. Default: every one.",
+        ),
+    ] = None,
+) -> None:
     """Keep the read models up to date from JetStream."""
-    settings = resolve_urls(load_settings("projector"))
     from projections.runner import main as projector_main
+    from projections.runner import selection
 
-    asyncio.run(projector_main(settings))
+    names = [n.strip() for item in only or [] for n in item.split(",") if n.strip()]
+    try:
+        selection(names)
+    except KeyError as e:
+        fail(f"no projection called {e.args[0]!r}")
+    settings = resolve_urls(load_settings("projector"))
+    asyncio.run(projector_main(settings, names))
 
 
 @app.command()

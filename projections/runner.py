@@ -32,7 +32,7 @@ from infra.relay import HEADER_PREV, stop_on_signals
 from infra.settings import Settings
 from infra.store import EventStore, RecordedEvent
 from projections.ops import rebuild_projection
-from projections.registry import ALL
+from projections.registry import ALL, by_name
 from projections.runtime import (
     Batch,
     CheckpointMoved,
@@ -380,18 +380,31 @@ def _parse(msg: Msg) -> tuple[Envelope, Position] | None:
     return envelope, prev
 
 
-async def main(settings: Settings) -> None:
-    """`hubbub projector`: keep every projection up to date until SIGINT/SIGTERM."""
+def selection(names: Sequence[str]) -> tuple[tuple[Projection, ...], str]:
+    """The projections a projector process runs (every one when `names` is empty) and its
+    JetStream durable consumer's name: one per set, so projectors that split the
+    projections between them each get every message. KeyError names an unknown one."""
+    if not names:
+        return ALL, "projector"
+    chosen = {by_name(name).name for name in names}
+    projections = tuple(p for p in ALL if p.name in chosen)  # in ALL's order
+    return projections, "projector-" + "-".join(p.name for p in projections)
+
+
+async def main(settings: Settings, only: Sequence[str] = ()) -> None:
+    """`hubbub projector`: keep every projection (or those named in `only`) up to date
+    until SIGINT/SIGTERM."""
     assert settings.database_url and settings.nats_url, "the CLI resolves the URLs"
+    projections, consumer = selection(only)
     stop = asyncio.Event()
     stop_on_signals(stop)
     serve_metrics(settings, "projector")
     # A connection per projection: a batch is applied to all of them at once.
-    pool = make_pool(settings.database_url, min_size=1, max_size=len(ALL) + 2,
+    pool = make_pool(settings.database_url, min_size=1, max_size=len(projections) + 2,
                      name="hubbub-projector")  # fmt: skip
     await pool.open()
     try:
-        await ProjectionRunner(settings, pool).run(stop)
+        await ProjectionRunner(settings, pool, projections, consumer=consumer).run(stop)
     except psycopg.OperationalError:
         log.exception("projector lost PostgreSQL")
         raise
