@@ -9,6 +9,7 @@ connection carries on; nothing a client sends can end anyone else's connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Container
 from dataclasses import dataclass, field
@@ -220,6 +221,27 @@ class _Session:
         refused = self.parts.acks.record(self.client, channel_id, message_id)
         if refused is not None:
             await self.reply(refused)
+
+
+async def keepalive(parts: Parts, interval_s: float) -> None:
+    """Ping each client every `interval_s`; one that has not answered the last ping by then
+    is gone (its socket is dropped). One loop for all: a task per connection would cost
+    more memory than the connection's own state."""
+    while True:
+        await asyncio.sleep(min(1.0, interval_s / 2))
+        now = time.monotonic()
+        for client in list(parts.clients):
+            if now - client.pinged_at < interval_s:
+                continue
+            if client.pong is not None and not client.pong.done():
+                log.info("a client stopped answering pings", user_id=client.user_id)
+                client.transport.abort()
+                continue
+            if client.transport.get_write_buffer_size() > client.limit // 2:
+                continue  # busy sending: the 4429 check watches it
+            client.pinged_at = now
+            with contextlib.suppress(ConnectionClosed):
+                client.pong = asyncio.ensure_future(await client.ws.ping())  # the pong waiter
 
 
 def sweep(parts: Parts) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 from collections.abc import Coroutine
 from typing import Any, Final
 
@@ -54,6 +56,8 @@ class Client:
         "expires_at",
         "hub",
         "limit",
+        "pinged_at",
+        "pong",
         "principal",
         "slow",
         "subs",
@@ -74,6 +78,9 @@ class Client:
         self.limit = hub.queue_bytes
         self.subs: dict[str, Subscription] = {}
         self.slow = False
+        # Keepalive (connection.keepalive): when the last ping went, and its answer.
+        self.pinged_at = time.monotonic() - random.uniform(0, 5)  # spread the first ones
+        self.pong: asyncio.Future[float] | None = None
 
     @property
     def user_id(self) -> str:

@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 
 PATH: Final = "/v1/ws"
 SWEEP_S: Final = 0.5  # how often token expiry and session revocation are checked
-PING_S: Final = 20.0  # keepalive pings; a peer that does not answer within PING_S is dropped
+PING_S: Final = 20.0  # keepalive pings; a peer that has not answered by the next is dropped
 CLOSE_TIMEOUT_S: Final = 5.0
 # The kernel's send buffer per connection (it doubles it). Left alone, Linux grows it to
 # 4 MiB for a client that stops reading, before a byte waits in our own queue: fixing it
@@ -67,6 +67,7 @@ class Options:
     send_buffer: int = SEND_BUFFER
     beat_s: float = BEAT_S
     expiry_s: float = EXPIRY_S
+    ping_s: float = PING_S
 
 
 @dataclass
@@ -173,6 +174,7 @@ async def running(settings: Settings, options: Options | None = None) -> AsyncIt
         tasks = [
             asyncio.create_task(tailer.run()),
             asyncio.create_task(_every(SWEEP_S, lambda: connection.sweep(parts))),
+            asyncio.create_task(connection.keepalive(parts, options.ping_s)),
         ]
 
         async def stop_tasks() -> None:
@@ -197,7 +199,7 @@ async def running(settings: Settings, options: Options | None = None) -> AsyncIt
             handler, sock=listener,
             origins=[*map(Origin, settings.gateway_origins), None] if settings.gateway_origins else None,
             process_request=_http(pool, nc), server_header=None, compression=None,
-            max_size=protocol.MAX_FRAME_BYTES, ping_interval=PING_S, ping_timeout=PING_S,
+            max_size=protocol.MAX_FRAME_BYTES, ping_interval=None,  # connection.keepalive pings
             close_timeout=CLOSE_TIMEOUT_S,
         )  # fmt: skip
 

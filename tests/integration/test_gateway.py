@@ -362,6 +362,28 @@ async def test_a_slow_client_is_closed_4429_and_a_fast_one_keeps_up(
         await until(fast, message_with("after"))
 
 
+async def test_a_peer_that_stops_answering_pings_is_dropped(
+    stack: Stack, pool: AsyncConnectionPool
+) -> None:
+    ann, bob = await users(stack, EventStore(pool), 2)
+    async with gateway_for(stack, ping_s=1.0) as gw:
+        alive = await signed_in(gw.url, token_of(ann))  # the library answers pings
+        # a bare socket: handshake and auth frame, then it never reads (nor answers) again
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        auth = json.dumps({"op": "auth", "token": token_of(bob)}).encode()
+        writer.write(bytes([0x81, 0x80 | 126]) + len(auth).to_bytes(2, "big") + b"\0" * 4 + auth)
+        await writer.drain()
+        await asyncio.sleep(4)
+        assert [c.user_id for c in gw.parts.clients] == [ann.id]  # bob's socket was dropped
+        await alive.send(json.dumps({"op": "ping"}))
+        assert (await recv(alive))["type"] == "pong"
+        writer.close()
+
+
 # -- garbage ------------------------------------------------------------------------------
 
 
