@@ -122,6 +122,32 @@ WORKLOADS: tuple[Workload, ...] = (
               "p50 (lower is better; p50 <= 5 ms, p99 <= 25 ms in notes)",
     ),
     Workload(
+        name="gateway_connections", entry="bench.gateway:gateway_connections", unit="MiB",
+        about="gateway process: RSS holding 10,000 signed-in WebSocket connections, each "
+              "subscribed to its own `me` (clients in a process of their own); lower is "
+              "better, <= 300 MiB in notes",
+    ),
+    Workload(
+        name="gateway_fanout", entry="bench.gateway:gateway_fanout", unit="deliveries/s",
+        target=100_000,
+        about="gateway process: event frames/s reaching 5,000 subscribers of one channel, "
+              "30 messages/s offered through the write API, relay and projector; counted by "
+              "the clients from first frame to last",
+    ),
+    Workload(
+        name="gateway_latency", entry="bench.gateway:gateway_latency", unit="ms",
+        about="1,000 messages/s offered (open loop) over 50 channels: scheduled send -> 201 -> "
+              "feed -> gateway -> frame at a subscriber's socket (write API, relay, projector, "
+              "gateway); p50 (lower is better; p50 <= 10 ms, p99 <= 50 ms in notes)",
+    ),
+    Workload(
+        name="gateway_commit_latency", entry="bench.gateway:gateway_commit_latency", unit="ms",
+        about="1,000 events/s appended to the store (open loop, MessageSent over 50 channels, "
+              "as the write API appends them): scheduled append -> relay -> projector -> feed "
+              "-> gateway -> frame at a subscriber's socket; p50 (p50 <= 10 ms, p99 <= 50 ms "
+              "in notes)",
+    ),
+    Workload(
         name="auction_hot", entry="bench.auction:auction_hot", unit="decisions/s",
         target=1_000,
         about="write API process: 200 bidders on one auction at once, closed loop, each bidding "
