@@ -187,6 +187,14 @@ class _Session:
             await self.error("forbidden", "you may not watch this topic", op.topic)
         else:
             await self.parts.hub.subscribe(self.client, topic, op.after_seq)
+            if topic.kind == "channel" and topic.name in self.client.subs:
+                await self.present(topic.id)
+
+    async def present(self, channel_id: str) -> None:
+        """Who is online in a channel just subscribed to: then changes only."""
+        for user_id in await self.parts.presence.online_members(channel_id):
+            frame = protocol.Presence(channel_id=channel_id, user_id=user_id, status="online")
+            await self.reply(protocol.encode(frame))
 
     async def unsubscribe(self, op: Unsubscribe) -> None:
         topic = parse_topic(op.topic, self.client.principal)

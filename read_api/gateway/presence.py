@@ -42,6 +42,11 @@ PRESENCE_MAX_MEMBERS: Final = 500  # larger channels get no presence frames
 _BEAT_CHUNK: Final = 2000  # users per heartbeat message (about 80 KB)
 _FLUSH_S: Final = 0.05  # changes are gathered this long, then published and delivered
 
+_MEMBERS = (
+    "SELECT m.user_id::text FROM rm_channels.members m"
+    " JOIN rm_channels.channels c ON c.channel_id = m.channel_id"
+    " WHERE m.channel_id = %s AND NOT c.deleted AND c.member_count <= %s"
+)
 _CHANNELS_OF = (
     "SELECT m.user_id::text, m.channel_id::text FROM rm_channels.members m"
     " JOIN rm_channels.channels c ON c.channel_id = m.channel_id"
@@ -161,6 +166,14 @@ class Presence:
         if user_id in self.local:
             return True
         return any(user_id in remote.users for remote in self.remote.values())
+
+    async def online_members(self, channel_id: str) -> list[str]:
+        """Who of the channel's members is online now, as this gateway has told its
+        clients (small channels only; later changes follow as presence frames)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_MEMBERS, (channel_id, PRESENCE_MAX_MEMBERS))
+            members = [row[0] for row in await cur.fetchall()]
+        return [user for user in members if user in self.online]
 
     def _changed(self, user_id: str) -> None:
         self._dirty.add(user_id)

@@ -422,7 +422,31 @@ async def test_garbage_unknown_ops_and_huge_frames_never_crash_it(
     await until(other, message_with("fine"))
 
 
-# -- typing and acks ----------------------------------------------------------------------
+# -- presence, typing and acks ------------------------------------------------------------
+
+
+async def test_presence_on_subscribe_then_changes(
+    stack: Stack, gateway: Gateway, pool: AsyncConnectionPool
+) -> None:
+    owner, ann, bob = await users(stack, EventStore(pool), 3)
+    cid = await create_channel(stack.write, owner)
+    await join(stack.write, cid, ann, bob)
+    await caught_up(gateway, pool)
+    anns = await signed_in(gateway.url, token_of(ann))
+    await asyncio.sleep(0.3)  # ann's coming online has been gathered and told
+    owners = await signed_in(gateway.url, token_of(owner))
+    assert (await subscribe(owners, f"channel:{cid}"))["type"] == "subscribed"
+    online = {"type": "presence", "channel_id": cid, "status": "online"}
+    # who is there already, each once (the owner too, once the round has told it)
+    got = await until(owners, lambda f: f.get("user_id") == ann.id, presence=True)
+    assert got[-1] == {**online, "user_id": ann.id}
+    bobs = await signed_in(gateway.url, token_of(bob))
+    got = await until(owners, lambda f: f.get("user_id") == bob.id, presence=True)
+    assert got[-1] == {**online, "user_id": bob.id}
+    await bobs.close()
+    got = await until(owners, lambda f: f.get("user_id") == bob.id, presence=True)
+    assert got[-1] == {**online, "user_id": bob.id, "status": "offline"}
+    await anns.close()
 
 
 async def test_typing_reaches_other_subscribers_from_members_only(
