@@ -67,6 +67,7 @@ class Acks:
             client.push(protocol.wire(protocol.error(code, detail)))
 
     async def close(self) -> None:
+        """Stop the acks in flight and the HTTP client."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

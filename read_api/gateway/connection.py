@@ -110,12 +110,15 @@ class _Session:
         self.typed: dict[str, float] = {}
 
     async def reply(self, payload: bytes) -> None:
+        """Send a frame's JSON, waiting while the client reads slower than that."""
         await self.client.send(payload)
 
     async def error(self, code: str, message: str, topic: str | None = None) -> None:
+        """Send an error frame."""
         await self.reply(protocol.error(code, message, topic))
 
     async def authenticated(self) -> None:
+        """Say whose the connection is, and until when its token holds."""
         frame = protocol.Authenticated(user_id=self.client.user_id,
                                        expires_at=self.client.expires_at)  # fmt: skip
         await self.reply(protocol.encode(frame))
@@ -159,6 +162,7 @@ class _Session:
         await self.authenticated()
 
     async def subscribe(self, op: Subscribe) -> None:
+        """Check the topic with the authorization layer, then hand it to the hub."""
         topic = parse_topic(op.topic, self.client.principal)
         if topic is None:
             await self.error("invalid_topic", "topics are channel:<id>, auction:<id> or me",
@@ -197,6 +201,7 @@ class _Session:
             await self.reply(protocol.encode(frame))
 
     async def unsubscribe(self, op: Unsubscribe) -> None:
+        """Stop a topic (answered even when it was not subscribed)."""
         topic = parse_topic(op.topic, self.client.principal)
         if topic is None:
             await self.error("invalid_topic", "topics are channel:<id>, auction:<id> or me",
@@ -206,6 +211,7 @@ class _Session:
         await self.reply(protocol.encode(protocol.Unsubscribed(topic=topic.name)))
 
     async def typing(self, op: Typing) -> None:
+        """Pass a member's typing on to every gateway, at most once a second a channel."""
         channel_id = protocol.parse_id(op.channel_id)
         if channel_id is None:
             await self.error("invalid_frame", "channel_id is not an id")
@@ -222,6 +228,7 @@ class _Session:
         await self.parts.presence.typing(channel_id, self.client.user_id)
 
     async def ack(self, op: Ack) -> None:
+        """Record delivery through the write API; refusals come back as error frames."""
         channel_id, message_id = protocol.parse_id(op.channel_id), protocol.parse_id(op.message_id)
         if channel_id is None or message_id is None:
             await self.error("invalid_frame", "channel_id and message_id must be ids")

@@ -62,6 +62,7 @@ class FeedFrame:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> FeedFrame:
+        """From a row of `_COLUMNS`."""
         return cls(row[0], int(row[1]), row[2], row[3], bytes(row[4]))
 
     def payload(self) -> bytes:

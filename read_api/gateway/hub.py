@@ -381,6 +381,7 @@ class Hub:
     # -- slow clients --------------------------------------------------------------------
 
     def too_slow(self, client: Client) -> None:
+        """`client` passed its limit: it is closed (4429) once the current delivery ends."""
         self._slow.append(client)
 
     def _close_slow(self) -> None:

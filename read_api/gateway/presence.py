@@ -121,6 +121,7 @@ class Presence:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        """Listen to the other gateways; start publishing this one's news and heartbeats."""
         self._subs = [
             await self.nc.subscribe(self.subject, cb=self._on_news),
             await self.nc.subscribe(self.typing_subject, cb=self._on_typing),
@@ -144,6 +145,7 @@ class Presence:
     # -- this gateway's connections ------------------------------------------------------
 
     def connected(self, user_id: str) -> None:
+        """A connection of `user_id` signed in here."""
         count = self.local.get(user_id, 0)
         self.local[user_id] = count + 1
         if count == 0:
@@ -152,6 +154,7 @@ class Presence:
             self._changed(user_id)
 
     def disconnected(self, user_id: str) -> None:
+        """A connection of `user_id` here has gone."""
         count = self.local.get(user_id, 0)
         if count > 1:
             self.local[user_id] = count - 1

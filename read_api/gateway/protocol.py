@@ -169,6 +169,7 @@ def encode(frame: _Frame) -> bytes:
 
 
 def error(code: str, message: str, topic: str | None = None) -> bytes:
+    """An error frame's JSON."""
     return _ENCODER.encode(Error(code=code, message=message, topic=topic))
 
 

@@ -77,10 +77,17 @@ class Gateway:
     server: Server
     parts: connection.Parts
     port: int
+    tasks: list[asyncio.Task[None]]  # the tail, sweeps, keepalive: none should ever end
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}{PATH}"
+
+    async def failed(self) -> BaseException:
+        """Wait until one of the gateway's own tasks ends (a bug): its exception."""
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+        task = next(iter(done))
+        return task.exception() or RuntimeError(f"{task.get_name()} ended")
 
 
 def _json(status: HTTPStatus, body: dict[str, Any]) -> Response:
@@ -210,7 +217,7 @@ async def running(settings: Settings, options: Options | None = None) -> AsyncIt
         stack.push_async_callback(stop_server)
         port = next(iter(server.sockets)).getsockname()[1]
         log.info("gateway listening", url=f"ws://{host}:{port}{PATH}")
-        yield Gateway(server, parts, port)
+        yield Gateway(server, parts, port, tasks)
 
 
 async def main(settings: Settings) -> None:
@@ -218,8 +225,17 @@ async def main(settings: Settings) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
-        async with running(settings):
-            await stop.wait()
+        async with running(settings) as gateway:
+            stopping = asyncio.create_task(stop.wait())
+            failing = asyncio.create_task(gateway.failed())
+            await asyncio.wait([stopping, failing], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if failing.done():
+                # Clients reconnect elsewhere (or here, once the supervisor restarts it)
+                # and resume with after_seq: better than a gateway that silently stopped.
+                log.error("a gateway task ended; exiting", error=repr(failing.result()))
+                raise SystemExit(1)
+            failing.cancel()
     except psycopg.OperationalError:
         log.exception("gateway lost PostgreSQL")
         raise
