@@ -118,7 +118,9 @@ class Freshness:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((names, at_least, future))
         try:
-            await asyncio.wait_for(future, wait_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            async with asyncio.timeout(wait_s):
+                await future
         except TimeoutError:
             await self.refresh()  # a notification may have gone missing: ask the tables
             return self.position_of(names) >= at_least
