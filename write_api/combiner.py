@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -24,6 +25,8 @@ from infra.store import (
     StreamAppend,
 )
 
+T = TypeVar("T")
+
 
 @dataclass
 class _Part:
@@ -34,12 +37,17 @@ class _Part:
     )
 
     def settle(self, outcome: AppendResult | BaseException) -> None:
-        if self.future.done():
-            return
-        if isinstance(outcome, BaseException):
-            self.future.set_exception(outcome)
-        else:
-            self.future.set_result(outcome)
+        settle(self.future, outcome)
+
+
+def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
+    """Give a waiting caller its result or its exception, unless it has one (or left)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class AppendCombiner:

@@ -39,7 +39,7 @@ from infra.store import (
     RecordedEvent,
     StreamAppend,
 )
-from write_api.combiner import AppendCombiner
+from write_api.combiner import AppendCombiner, settle
 from write_api.handling import (
     MAX_ATTEMPTS,
     IdempotentRequest,
@@ -68,12 +68,7 @@ class _Pending(Generic[C, S, E]):
     future: asyncio.Future[Outcome]
 
     def settle(self, outcome: Outcome | BaseException) -> None:
-        if self.future.done():
-            return
-        if isinstance(outcome, BaseException):
-            self.future.set_exception(outcome)
-        else:
-            self.future.set_result(outcome)
+        settle(self.future, outcome)
 
 
 @dataclass
