@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import msgspec
 
 from bench.chat_stack import (
@@ -163,7 +164,7 @@ async def _bidder(stack: Stack, auction_id: str, bidder: Member, until: float) -
     return bids
 
 
-async def _verify_hot(s: Stack, auction_id: str, bids: list[_Bids]) -> str:
+async def _verify_hot(s: Stack, auction_id: str, bids: list[_Bids], headers: dict[str, str]) -> str:
     """The auction's BidPlaced events are exactly the 201s (same ids, same amounts), in
     amounts rising by at least INCREMENT from at least STARTING_PRICE; what was checked.
     RuntimeError naming what is not so."""
@@ -194,16 +195,42 @@ async def _verify_hot(s: Stack, auction_id: str, bids: list[_Bids]) -> str:
     wrong = [b for b in answered.keys() & stored.keys() if answered[b] != stored[b]]
     if wrong:
         problems.append(f"{len(wrong)} bids stored with another amount than answered")
+    history = await _bid_history(s, auction_id, headers)
+    if history != stored:
+        problems.append(f"the read API's bid history ({len(history)} bids) is not the stream's "
+                        f"({len(stored)})")  # fmt: skip
     if problems:
         raise RuntimeError("; ".join(problems))
-    return (f"stream holds exactly the {len(placed)} 201s (warm-up included), amounts "
-            f"{placed[0].amount}..{placed[-1].amount} rising by >= {INCREMENT}: pass")  # fmt: skip
+    return (f"stream and read API bid history hold exactly the {len(placed)} 201s (warm-up "
+            f"included), amounts {placed[0].amount}..{placed[-1].amount} rising by >= "
+            f"{INCREMENT}: pass")  # fmt: skip
+
+
+async def _bid_history(s: Stack, auction_id: str, headers: dict[str, str]) -> dict[str, int]:
+    """bid id -> amount, as GET /v1/auctions/{id}/bids pages them once the read models
+    have everything the store has."""
+    head = (await s.store.head()).token()
+    found: dict[str, int] = {}
+    cursor = None
+    async with httpx.AsyncClient(base_url=f"http://{s.read_host}", timeout=30) as client:
+        while True:
+            params = {"limit": "200", **({"cursor": cursor} if cursor else {})}
+            r = await client.get(f"/v1/auctions/{auction_id}/bids", params=params,
+                                 headers={**headers, "X-Min-Position": head, "X-Wait-Ms": "10000"})  # fmt: skip
+            r.raise_for_status()
+            page = r.json()
+            found.update((b["bid_id"], b["amount"]) for b in page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found
 
 
 async def auction_hot(ctx: BenchContext) -> Result:
     """Bid decisions/s on one auction, HOT_BIDDERS bidders each bidding in a closed loop."""
     seconds = HOT_SECONDS_QUICK if ctx.sizes is QUICK else HOT_SECONDS_FULL
-    async with stack(ctx, "auction_hot", "write-api") as s:
+    # The read side runs too: the bid history must hold every 201, and its processes
+    # compete for the CPU as they would.
+    async with stack(ctx, "auction_hot", "write-api", "read-api", "relay", "projector") as s:
         seller, *bidders = await register(s, HOT_BIDDERS + 1)
         (auction_id,) = await on_own_loop(lambda: open_auctions(s, [seller]))
         opens = time.perf_counter() + START_MARGIN_S + WARMUP_S
@@ -216,7 +243,7 @@ async def auction_hot(ctx: BenchContext) -> Result:
 
         span, bids = await asyncio.gather(window(opens, closes, s.cpu_watch()),
                                           on_own_loop(load))  # fmt: skip
-        verified = await _verify_hot(s, auction_id, bids)
+        verified = await _verify_hot(s, auction_id, bids, seller.auth)
     timed = [(end - start, ok) for b in bids for start, end, ok in b.times
              if span.start <= start < span.end]  # fmt: skip
     accepted = sum(ok for _, ok in timed)
