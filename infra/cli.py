@@ -248,6 +248,31 @@ def scheduler() -> None:
 
 
 @app.command()
+def demo(
+    url: Annotated[
+        str | None, typer.Option(help="The write API (default: this machine's, from settings).")
+    ] = None,
+) -> None:
+    """Make a small world to look at (users, channels, messages, an auction) through the
+    write API, which must be running (`hubbub run`)."""
+    settings = load_settings("demo")
+    from infra.demo import PASSWORD, DemoFailed, seed
+
+    try:
+        world = asyncio.run(seed(url or f"http://{settings.host}:{settings.write_api_port}"))
+    except DemoFailed as e:
+        fail(str(e))
+    table = Table("what", "id")
+    for username, user_id in world.users.items():
+        table.add_row(f"user {username} (password {PASSWORD})", user_id)
+    for name, channel_id in world.channels.items():
+        table.add_row(f"channel {name}", channel_id)
+    table.add_row("auction", world.auction_id)
+    console.print(table)
+    console.print(f"read with [bold]X-Min-Position: {world.position}[/] to see it all")
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database schemas up to date."""
     settings = resolve_urls(load_settings("migrate"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.demo import PASSWORD, DemoFailed, seed
-from tests.fix_stack import Stack
+from tests.fix_stack import Stack, hubbub
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -28,6 +28,14 @@ async def test_the_demo_world_is_made_and_readable(stack: Stack) -> None:
     assert (auction.json()["bid_count"], auction.json()["current_price"]) == (2, 1200)
     private = next(cid for name, cid in world.channels.items() if name.startswith("plans-"))
     assert (await stack.read.get(f"/v1/channels/{private}", headers=headers)).status_code == 404
+
+
+async def test_hubbub_demo_prints_what_it_made(stack: Stack) -> None:
+    ran = await hubbub(stack, "demo", "--url", str(stack.write.base_url))
+    assert ran.exit_code == 0, ran.stderr
+    assert "general-" in ran.stdout and PASSWORD in ran.stdout and "X-Min-Position" in ran.stdout
+    refused = await hubbub(stack, "demo", "--url", "http://127.0.0.1:9")
+    assert refused.exit_code != 0 and "not answering" in refused.stderr + refused.stdout
 
 
 async def test_the_demo_says_when_no_write_api_answers() -> None:
