@@ -47,6 +47,7 @@ from bench.chat_stack import (
 from bench.context import QUICK, BenchContext
 from bench.http1 import Connection, HttpError, expect, request_bytes
 from bench.result import Result
+from bench.timing import open_loop
 from events.auction import BidPlaced, auction_stream
 from events.registry import decode
 
@@ -321,31 +322,8 @@ class _Watcher:
 
 async def _paced(watcher: _Watcher, first: int, start: float, count: int) -> list[_Visible]:
     """Bid first + k at start + k / VISIBLE_RATE, open loop; all of them, once all are seen."""
-    done: list[_Visible] = []
-    errors: list[BaseException] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(i: int, scheduled: float) -> None:
-        try:
-            done.append(await watcher.one(i, scheduled))
-        except Exception as e:  # raised after the run, not swallowed
-            errors.append(e)
-
-    for k in range(count):
-        scheduled = start + k / VISIBLE_RATE
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if errors:
-            break
-        task = asyncio.create_task(one(first + k, scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    while tasks:
-        await asyncio.gather(*tasks)
-    if errors:
-        raise RuntimeError(f"{len(errors)} bids failed: {errors[0]}") from errors[0]
-    return done
+    return await open_loop(lambda k, scheduled: watcher.one(first + k, scheduled), start, count,
+                           VISIBLE_RATE, "bids")  # fmt: skip
 
 
 async def auction_bid_to_visible(ctx: BenchContext) -> Result:

@@ -45,6 +45,7 @@ from bench.context import QUICK, BenchContext
 from bench.http1 import Connection, expect, request_bytes
 from bench.payloads import MESSAGE_TEXT
 from bench.result import Result
+from bench.timing import open_loop
 from events.channel import MessageSent, channel_stream
 from events.registry import decode
 
@@ -278,31 +279,7 @@ async def _warm(reader: _Reader) -> None:
 
 async def _paced(reader: _Reader, start: float, count: int) -> list[_Visible]:
     """Message i at start + i / VISIBLE_RATE, open loop; all of them, once all are seen."""
-    done: list[_Visible] = []
-    errors: list[BaseException] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(i: int, scheduled: float) -> None:
-        try:
-            done.append(await reader.one(i, scheduled))
-        except Exception as e:  # raised after the run, not swallowed
-            errors.append(e)
-
-    for i in range(count):
-        scheduled = start + i / VISIBLE_RATE
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if errors:
-            break
-        task = asyncio.create_task(one(i, scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    while tasks:
-        await asyncio.gather(*tasks)
-    if errors:
-        raise RuntimeError(f"{len(errors)} messages failed: {errors[0]}") from errors[0]
-    return done
+    return await open_loop(reader.one, start, count, VISIBLE_RATE, "messages")
 
 
 async def chat_send_to_visible(ctx: BenchContext) -> Result:

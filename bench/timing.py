@@ -9,8 +9,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psutil
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,3 +112,36 @@ async def warm_then_time(
     with stopwatch() as m:
         await writers(count, per_writer, op)
     return m
+
+
+async def open_loop(
+    one: Callable[[int, float], Awaitable[T]], start: float, count: int, rate: float, what: str
+) -> list[T]:
+    """Call `one(k, scheduled)` for k in 0..count-1 at start + k / rate (perf_counter
+    clock), without waiting for earlier calls: open loop. Every result, once all are done;
+    the first failure stops new calls and is raised (naming `what` failed) at the end."""
+    done: list[T] = []
+    errors: list[BaseException] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def call(k: int, scheduled: float) -> None:
+        try:
+            done.append(await one(k, scheduled))
+        except Exception as e:  # raised after the run, not swallowed
+            errors.append(e)
+
+    for k in range(count):
+        scheduled = start + k / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if errors:
+            break
+        task = asyncio.create_task(call(k, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    while tasks:
+        await asyncio.gather(*tasks)
+    if errors:
+        raise RuntimeError(f"{len(errors)} {what} failed: {errors[0]}") from errors[0]
+    return done
