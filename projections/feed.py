@@ -41,7 +41,7 @@ from events.registry import Event, decode
 from projections import notifications
 
 name = "feed"
-version = 1
+version = 2  # 2: frames carry the causing request's traceparent
 types = frozenset(
     {"MemberJoined", "MemberLeft", "MemberInvited", "ChannelDeleted", "MessageSent",
      "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved", "MessagesRead",
@@ -50,17 +50,26 @@ types = frozenset(
 )  # fmt: skip
 _ENCODER = msgspec.json.Encoder()
 
+
+class _Trace(msgspec.Struct):
+    traceparent: str | None = None
+
+
+_TRACE = msgspec.json.Decoder(_Trace)
+
 # (topic, frame name, client view)
 Frame = tuple[str, str, dict[str, Any]]
 
 
 def ddl(schema: str) -> list[str]:
-    """Frames keyed by (topic, seq), found by position for tailing; each topic's last seq."""
+    """Frames keyed by (topic, seq), found by position for tailing; each topic's last seq.
+    A frame keeps the W3C traceparent of the request that caused its event, if any, so the
+    gateway can log it."""
     s = sql.Identifier(schema).as_string()
     return [
         f"CREATE TABLE {s}.frames ("
         " topic text NOT NULL, seq bigint NOT NULL, position text NOT NULL,"
-        " event_id uuid NOT NULL, name text NOT NULL, data json NOT NULL,"
+        " event_id uuid NOT NULL, name text NOT NULL, data json NOT NULL, traceparent text,"
         " PRIMARY KEY (topic, seq), UNIQUE (event_id, topic, name))",
         f"CREATE INDEX frames_by_position ON {s}.frames (position)",
         f"CREATE TABLE {s}.topics (topic text PRIMARY KEY, seq bigint NOT NULL)",
@@ -163,6 +172,18 @@ def _auction(event: Event) -> Iterator[Frame]:
             return
 
 
+def traceparent_of(envelope: Envelope) -> str | None:
+    """The traceparent in the event's metadata; most events have none, and cost one
+    substring test."""
+    metadata = bytes(envelope.metadata)
+    if b"traceparent" not in metadata:
+        return None
+    try:
+        return _TRACE.decode(metadata).traceparent
+    except msgspec.DecodeError:
+        return None
+
+
 def frames_of(envelope: Envelope, event: Event) -> list[Frame]:
     """The frames one event makes, on every topic it concerns."""
     out = [*_channel(event), *_auction(event)]
@@ -208,14 +229,15 @@ async def apply(
                 envelope.event_id,
                 kind,
                 _ENCODER.encode(view).decode(),
+                traceparent_of(envelope),
             )
         )
     if not rows:
         return
     async with conn.cursor() as c:
         await c.executemany(
-            sql.SQL("INSERT INTO {}.frames (topic, seq, position, event_id, name, data)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)").format(s), rows,
+            sql.SQL("INSERT INTO {}.frames (topic, seq, position, event_id, name, data,"
+                    " traceparent) VALUES (%s, %s, %s, %s, %s, %s, %s)").format(s), rows,
         )  # fmt: skip
         await c.executemany(
             sql.SQL("INSERT INTO {}.topics (topic, seq) VALUES (%s, %s)"
