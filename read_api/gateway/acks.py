@@ -11,7 +11,7 @@ from typing import Final
 import httpx
 import structlog
 
-from read_api.gateway import protocol
+from read_api.gateway import metrics, protocol
 from read_api.gateway.hub import Client
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ class Acks:
         except httpx.HTTPError as e:
             log.warning("ack not recorded", error=repr(e))
             client.push(protocol.wire(protocol.error("unavailable", "the ack was not recorded")))
+            metrics.ERROR_FRAMES.inc()
             return
         finally:
             left = self._in_flight.get(client, 1) - 1
@@ -65,6 +66,7 @@ class Acks:
             except ValueError:
                 pass
             client.push(protocol.wire(protocol.error(code, detail)))
+            metrics.ERROR_FRAMES.inc()
 
     async def close(self) -> None:
         """Stop the acks in flight and the HTTP client."""

@@ -17,15 +17,16 @@ from typing import Final, assert_never
 
 import psycopg
 import structlog
-from prometheus_client import Gauge
+from prometheus_client import Counter
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from events.envelope import Position
 from infra.auth import Principal
 from infra.tokens import InvalidToken, Tokens
 from read_api.freshness import DEFAULT_WAIT_S
-from read_api.gateway import protocol
+from read_api.gateway import metrics, protocol
 from read_api.gateway.access import Access, parse_topic
 from read_api.gateway.acks import Acks
 from read_api.gateway.hub import Client, Hub
@@ -34,7 +35,6 @@ from read_api.gateway.protocol import Ack, Auth, Ping, Subscribe, Typing, Unsubs
 
 log = structlog.get_logger(__name__)
 
-CONNECTIONS = Gauge("hubbub_gateway_connections", "Authenticated WebSocket connections")
 MAX_SUBSCRIPTIONS: Final = 1000
 TYPING_EVERY_S: Final = 1.0  # a client's typing in one channel is passed on at most this often
 
@@ -63,7 +63,19 @@ class Parts:
 
 
 async def serve(ws: ServerConnection, parts: Parts) -> None:
-    """The connection handler: authenticate, then follow the client's ops."""
+    """The connection handler: authenticate, then follow the client's ops; then count the
+    connection's end by its close code."""
+    try:
+        await _serve(ws, parts)
+    except Exception:
+        # websockets closes with 1011 once the handler has raised: close first, to count it.
+        await ws.close(CloseCode.INTERNAL_ERROR)
+        raise
+    finally:
+        metrics.closed(ws)
+
+
+async def _serve(ws: ServerConnection, parts: Parts) -> None:
     try:
         first = await asyncio.wait_for(ws.recv(), protocol.AUTH_TIMEOUT_S)
     except TimeoutError:
@@ -71,9 +83,12 @@ async def serve(ws: ServerConnection, parts: Parts) -> None:
         return
     except ConnectionClosed:
         return
+    op: protocol.Op | None
     try:
         op = protocol.parse(first)
+        metrics.received(op)
     except protocol.BadFrame:
+        metrics.INVALID_OPS.inc()
         op = None
     if not isinstance(op, Auth):
         await ws.close(protocol.UNAUTHORIZED, "the first frame must be auth")
@@ -86,7 +101,7 @@ async def serve(ws: ServerConnection, parts: Parts) -> None:
     client = Client(parts.hub, ws, principal, op.token, expires_at)
     parts.clients.add(client)
     parts.presence.connected(client.user_id)
-    CONNECTIONS.inc()
+    metrics.CONNECTIONS.inc()
     try:
         session = _Session(parts, client)
         await session.authenticated()
@@ -95,7 +110,7 @@ async def serve(ws: ServerConnection, parts: Parts) -> None:
     except ConnectionClosed:
         pass
     finally:
-        CONNECTIONS.dec()
+        metrics.CONNECTIONS.dec()
         parts.clients.discard(client)
         parts.hub.remove_client(client)
         parts.presence.disconnected(client.user_id)
@@ -109,27 +124,30 @@ class _Session:
         self.client = client
         self.typed: dict[str, float] = {}
 
-    async def reply(self, payload: bytes) -> None:
-        """Send a frame's JSON, waiting while the client reads slower than that."""
-        await self.client.send(payload)
+    async def reply(self, payload: bytes, counted: Counter) -> None:
+        """Send a frame's JSON, waiting while the client reads slower than that; `counted`:
+        the frame's type's series."""
+        await self.client.send(payload, counted)
 
     async def error(self, code: str, message: str, topic: str | None = None) -> None:
         """Send an error frame."""
-        await self.reply(protocol.error(code, message, topic))
+        await self.reply(protocol.error(code, message, topic), metrics.ERROR_FRAMES)
 
     async def authenticated(self) -> None:
         """Say whose the connection is, and until when its token holds."""
         frame = protocol.Authenticated(user_id=self.client.user_id,
                                        expires_at=self.client.expires_at)  # fmt: skip
-        await self.reply(protocol.encode(frame))
+        await self.reply(protocol.encode(frame), metrics.AUTHENTICATED_FRAMES)
 
     async def handle(self, raw: str | bytes) -> None:
         """Carry out one client frame; whatever goes wrong, answer with an error frame."""
         try:
             op = protocol.parse(raw)
         except protocol.BadFrame as e:
+            metrics.INVALID_OPS.inc()
             await self.error(e.code, e.message)
             return
+        metrics.received(op)
         try:
             match op:
                 case Auth():
@@ -141,7 +159,7 @@ class _Session:
                 case Typing():
                     await self.typing(op)
                 case Ping():
-                    await self.reply(protocol.PONG)
+                    await self.reply(protocol.PONG, metrics.PONG_FRAMES)
                 case Ack():
                     await self.ack(op)
                 case _:
@@ -198,7 +216,7 @@ class _Session:
         """Who is online in a channel just subscribed to: then changes only."""
         for user_id in await self.parts.presence.online_members(channel_id):
             frame = protocol.Presence(channel_id=channel_id, user_id=user_id, status="online")
-            await self.reply(protocol.encode(frame))
+            await self.reply(protocol.encode(frame), metrics.PRESENCE_FRAMES)
 
     async def unsubscribe(self, op: Unsubscribe) -> None:
         """Stop a topic (answered even when it was not subscribed)."""
@@ -208,7 +226,8 @@ class _Session:
                              op.topic[:100])  # fmt: skip
             return
         self.parts.hub.unsubscribe(self.client, topic.name)
-        await self.reply(protocol.encode(protocol.Unsubscribed(topic=topic.name)))
+        unsubscribed = protocol.Unsubscribed(topic=topic.name)
+        await self.reply(protocol.encode(unsubscribed), metrics.UNSUBSCRIBED_FRAMES)
 
     async def typing(self, op: Typing) -> None:
         """Pass a member's typing on to every gateway, at most once a second a channel."""
@@ -235,7 +254,7 @@ class _Session:
             return
         refused = self.parts.acks.record(self.client, channel_id, message_id)
         if refused is not None:
-            await self.reply(refused)
+            await self.reply(refused, metrics.ERROR_FRAMES)
 
 
 async def keepalive(parts: Parts, interval_s: float) -> None:

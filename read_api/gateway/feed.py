@@ -31,7 +31,7 @@ TAIL_BATCH: Final = 2000
 BACKFILL_BATCH: Final = 500
 _IDLE_WAIT_S: Final = 1.0
 
-_COLUMNS = "topic, seq, position, name, data"
+_COLUMNS = "topic, seq, position, name, data, event_id::text, traceparent"
 _BETWEEN = (
     f"SELECT {_COLUMNS} FROM rm_feed.frames WHERE position > %s AND position <= %s"
     " ORDER BY position, topic, seq LIMIT %s"
@@ -47,23 +47,47 @@ _LAST_SEQ = (
 
 
 class FeedFrame:
-    """One row of the feed; its event frame is encoded at most once, when first sent."""
+    """One row of the feed; its event frame is encoded at most once, when first sent. The
+    event's id and the traceparent of the request that caused it are for the logs."""
 
-    __slots__ = ("_payload", "_wire", "data", "name", "position", "seq", "topic")
+    __slots__ = (
+        "_payload",
+        "_wire",
+        "data",
+        "event_id",
+        "name",
+        "position",
+        "seq",
+        "topic",
+        "traceparent",
+    )
 
-    def __init__(self, topic: str, seq: int, position: str, name: str, data: bytes) -> None:
+    def __init__(
+        self,
+        topic: str,
+        seq: int,
+        position: str,
+        name: str,
+        data: bytes,
+        *,
+        event_id: str = "",
+        traceparent: str | None = None,
+    ) -> None:
         self.topic = topic
         self.seq = seq
         self.position = position
         self.name = name
         self.data = data
+        self.event_id = event_id
+        self.traceparent = traceparent
         self._payload: bytes | None = None
         self._wire: bytes | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> FeedFrame:
         """From a row of `_COLUMNS`."""
-        return cls(row[0], int(row[1]), row[2], row[3], bytes(row[4]))
+        return cls(row[0], int(row[1]), row[2], row[3], bytes(row[4]),
+                   event_id=row[5], traceparent=row[6])  # fmt: skip
 
     def payload(self) -> bytes:
         """The event frame's JSON."""

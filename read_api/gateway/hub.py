@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Coroutine
@@ -34,14 +35,11 @@ from websockets.protocol import State
 
 from events.envelope import Position
 from infra.auth import Principal
-from read_api.gateway import protocol
+from read_api.gateway import metrics, protocol
 from read_api.gateway.access import Access, Topic
 from read_api.gateway.feed import FeedFrame, FeedReader
 
 log = structlog.get_logger(__name__)
-
-DELIVERIES = Counter("hubbub_gateway_deliveries_total", "Event frames written to connections")
-SLOW_CLOSES = Counter("hubbub_gateway_slow_closes_total", "Connections closed with 4429")
 
 # Frames after which a subscriber's right to the topic is asked again.
 _MEMBERSHIP: Final = frozenset({"member.left", "channel.deleted"})
@@ -96,10 +94,12 @@ class Client:
             self.slow = True
             self.hub.too_slow(self)
 
-    async def send(self, payload: bytes) -> None:
+    async def send(self, payload: bytes, counted: Counter) -> None:
         """Send one frame's JSON, waiting while the socket's buffer is full: replies and
-        backfills, which then go no faster than the client reads."""
+        backfills, which then go no faster than the client reads. `counted`: the frame's
+        type's series (metrics)."""
         await self.ws.send(payload, text=True)
+        counted.inc()
 
 
 class Subscription:
@@ -163,6 +163,7 @@ class Hub:
         sub = Subscription(client, state)
         state.subs[client] = sub
         client.subs[topic.name] = sub
+        metrics.SUBSCRIPTIONS.inc()
         try:
             if state.last_seq is None:
                 found = await self.reader.last_seq(topic.name, self.tail)
@@ -172,7 +173,8 @@ class Hub:
                 return
             current = state.last_seq
             sub.next_seq = current + 1 if after_seq is None else after_seq + 1
-            await client.send(protocol.encode(protocol.Subscribed(topic=topic.name, seq=current)))
+            subscribed = protocol.Subscribed(topic=topic.name, seq=current)
+            await client.send(protocol.encode(subscribed), metrics.SUBSCRIBED_FRAMES)
             await self._catch_up(sub)
         except BaseException:
             self._remove(sub)
@@ -195,6 +197,7 @@ class Hub:
         if not sub.active:
             return
         sub.active = False
+        metrics.SUBSCRIPTIONS.dec()
         state, client = sub.topic, sub.client
         if client.subs.get(state.name) is sub:
             del client.subs[state.name]
@@ -213,6 +216,7 @@ class Hub:
             return
         self._remove(sub)
         sub.client.push(protocol.wire(protocol.error(code, message, sub.topic.name)))
+        metrics.ERROR_FRAMES.inc()
 
     # -- catching up ---------------------------------------------------------------------
 
@@ -244,7 +248,7 @@ class Hub:
             for frame in frames:
                 if not sub.active:
                     return
-                await client.send(frame.payload())
+                await client.send(frame.payload(), metrics.EVENT_FRAMES)
                 sub.next_seq = frame.seq + 1
                 if self._concerns(frame, client) and not await self._still_allowed(sub):
                     return
@@ -295,6 +299,8 @@ class Hub:
     def deliver(self, frames: list[FeedFrame], reached: Position) -> None:
         """The tailer's batch (in log order), reaching `reached`: send each watched topic's
         frames to its live subscribers."""
+        # Asked once a batch: a debug line per frame costs microseconds even when dropped.
+        debug = log.is_enabled_for(logging.DEBUG)
         by_topic: dict[TopicState, list[FeedFrame]] = {}
         topics = self.topics
         for frame in frames:
@@ -303,7 +309,7 @@ class Hub:
                 by_topic.setdefault(state, []).append(frame)
         self.tail = reached
         for state, batch in by_topic.items():
-            self._deliver(state, batch)
+            self._deliver(state, batch, debug)
         self._close_slow()
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
@@ -318,7 +324,7 @@ class Hub:
             return False
         return True
 
-    def _deliver(self, state: TopicState, frames: list[FeedFrame]) -> None:
+    def _deliver(self, state: TopicState, frames: list[FeedFrame], debug: bool) -> None:
         chunk: list[bytes] = []
         for frame in frames:
             last = state.last_seq
@@ -342,6 +348,10 @@ class Hub:
                     state.live.add(sub.client)
             if state.live:
                 chunk.append(frame.wire())
+                if debug:
+                    log.debug("frame delivered", topic=frame.topic, seq=frame.seq,
+                              event_id=frame.event_id, traceparent=frame.traceparent,
+                              connections=len(state.live))  # fmt: skip
             if frame.name in _MEMBERSHIP:
                 self._flush(state, chunk)
                 chunk = []
@@ -354,7 +364,9 @@ class Hub:
         data = chunk[0] if len(chunk) == 1 else b"".join(chunk)
         for client in state.live:
             client.push(data)
-        DELIVERIES.inc(len(chunk) * len(state.live))
+        sent = len(chunk) * len(state.live)
+        metrics.DELIVERIES.inc(sent)
+        metrics.EVENT_FRAMES.inc(sent)
 
     def _membership_changed(self, state: TopicState, frame: FeedFrame) -> None:
         """After `member.left` the leaver's subscriptions are asked again before any later
@@ -368,14 +380,20 @@ class Hub:
             if client.user_id == user_id:
                 self._suspend(sub, recheck=True)
 
-    def push_to_topic(self, name: str, data: bytes, *, skip_user: str | None = None) -> None:
-        """Write framed bytes (typing, presence) to the topic's live subscribers."""
+    def push_to_topic(
+        self, name: str, data: bytes, counted: Counter, *, skip_user: str | None = None
+    ) -> None:
+        """Write a frame's wire bytes (typing, presence) to the topic's live subscribers;
+        `counted`: the frame's type's series."""
         state = self.topics.get(name)
         if state is None:
             return
+        sent = 0
         for client in state.live:
             if client.user_id != skip_user:
                 client.push(data)
+                sent += 1
+        counted.inc(sent)
         self._close_slow()
 
     # -- slow clients --------------------------------------------------------------------
@@ -390,7 +408,7 @@ class Hub:
         slow, self._slow = self._slow, []
         for client in slow:
             self.remove_client(client)
-            SLOW_CLOSES.inc()
+            metrics.SLOW_CLOSES.inc()
             log.info("closing a client that does not keep up", user_id=client.user_id,
                      unsent=client.transport.get_write_buffer_size())  # fmt: skip
             self.run_soon(client.ws.close(protocol.TOO_SLOW, "too slow: frames were not read"))

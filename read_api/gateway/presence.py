@@ -31,7 +31,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import Error as NatsError
 from psycopg_pool import AsyncConnectionPool
 
-from read_api.gateway import protocol
+from read_api.gateway import metrics, protocol
 from read_api.gateway.hub import Hub
 
 log = structlog.get_logger(__name__)
@@ -225,8 +225,8 @@ class Presence:
         except msgspec.DecodeError:
             return
         frame = protocol.TypingFrame(channel_id=news.channel_id, user_id=news.user_id)
-        self.hub.push_to_topic(f"channel:{news.channel_id}",
-                               protocol.wire(protocol.encode(frame)), skip_user=news.user_id)  # fmt: skip
+        self.hub.push_to_topic(f"channel:{news.channel_id}", protocol.wire(protocol.encode(frame)),
+                               metrics.TYPING_FRAMES, skip_user=news.user_id)  # fmt: skip
 
     async def typing(self, channel_id: str, user_id: str) -> None:
         """Tell every gateway (this one too) that `user_id` is typing in the channel."""
@@ -273,7 +273,8 @@ class Presence:
         for user_id, channel_id in rows:
             frame = protocol.Presence(channel_id=channel_id, user_id=user_id,
                                       status=changes[user_id])  # type: ignore[arg-type]  # fmt: skip
-            self.hub.push_to_topic(f"channel:{channel_id}", protocol.wire(protocol.encode(frame)))
+            self.hub.push_to_topic(f"channel:{channel_id}", protocol.wire(protocol.encode(frame)),
+                                   metrics.PRESENCE_FRAMES)  # fmt: skip
 
     async def _beater(self) -> None:
         while True:

@@ -159,6 +159,9 @@ class Event(_Frame, tag="event"):
     data: msgspec.Raw  # the feed's client view, as stored
 
 
+# Every server frame's `type`.
+FRAME_TYPES: Final = tuple(str(c.__struct_config__.tag) for c in _Frame.__subclasses__())
+
 _ENCODER = msgspec.json.Encoder()
 PONG: Final = _ENCODER.encode(Pong())
 

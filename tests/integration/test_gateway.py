@@ -516,7 +516,12 @@ async def test_health_metrics_and_the_origin_allowlist(
                 "postgres": "ok",
                 "nats": "ok",
             }
-            assert "hubbub_gateway_connections" in (await http.get("/metrics")).text
+            exposed = (await http.get("/metrics")).text
+            for series in ("hubbub_gateway_connections", "hubbub_gateway_subscriptions",
+                           'hubbub_gateway_frames_sent_total{type="event"}',
+                           'hubbub_gateway_ops_received_total{op="invalid"}',
+                           'hubbub_gateway_closes_total{code="4429"}'):  # fmt: skip
+                assert series in exposed, series
             assert (await http.get("/elsewhere")).status_code == 404
         with pytest.raises(InvalidStatus) as refused:
             await connect(gw.url, origin="https://evil.example.com")  # type: ignore[arg-type]
