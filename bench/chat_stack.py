@@ -30,11 +30,12 @@ from bench.processes import CpuWatch, free_port, running, wait_all_live
 from bench.result import Result, rate
 from bench.timing import SERVER, Measured, quantile, stopwatch
 from events.registry import encode
-from events.user import UsernameClaimed, UserRegistered, user_stream, username_stream
+from events.user import UsernameClaimed, UserRegistered, user_stream
 from infra.db import make_pool, migrate
 from infra.settings import Settings
 from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
 from infra.tokens import Tokens
+from infra.vault import Vault
 
 T = TypeVar("T")
 
@@ -115,6 +116,7 @@ def _new_event(event: msgspec.Struct) -> NewEvent:
 async def register(stack: Stack, n: int) -> list[Member]:
     """`n` registered users, each with a bearer token from the processes' own secret."""
     tokens = Tokens(stack.settings.resolved_jwt_secret())
+    vault = await Vault.load(stack.store.pool)
     members: list[Member] = []
     while len(members) < n:
         appends: list[StreamAppend] = []
@@ -124,7 +126,7 @@ async def register(stack: Stack, n: int) -> list[Member]:
             registered = UserRegistered(user_id=uid, username=username, display_name="Bench User",
                                         password_hash="-", registered_at=datetime.now(UTC))  # fmt: skip
             appends += [
-                StreamAppend(username_stream(username), NO_STREAM,
+                StreamAppend(vault.username_stream(username), NO_STREAM,
                              [_new_event(UsernameClaimed(username=username, user_id=uid))]),
                 StreamAppend(user_stream(uid), NO_STREAM, [_new_event(registered)]),
             ]  # fmt: skip

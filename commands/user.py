@@ -14,6 +14,7 @@ from events.user import (
     RoleGranted,
     RoleRevoked,
     UserEvent,
+    UserForgotten,
     UsernameClaimed,
     UserRegistered,
 )
@@ -49,7 +50,13 @@ class Registered(msgspec.Struct, frozen=True, kw_only=True):
     roles: frozenset[str] = frozenset()
 
 
-UserState = NoUser | Registered
+class Forgotten(msgspec.Struct, frozen=True, kw_only=True):
+    """An erased user: the id stays taken, nothing else about them is known or allowed."""
+
+    user_id: str
+
+
+UserState = NoUser | Registered | Forgotten
 INITIAL: UserState = NoUser()
 
 
@@ -63,6 +70,8 @@ def evolve(state: UserState, event: UserEvent) -> UserState:
                 display_name=event.display_name,
                 password_hash=event.password_hash,
             )
+        case UserForgotten():
+            return Forgotten(user_id=event.user_id)
         case PasswordChanged():
             if isinstance(state, Registered):
                 return msgspec.structs.replace(state, password_hash=event.password_hash)
@@ -105,6 +114,25 @@ def decide_password(command: ChangePassword, state: UserState) -> list[UserEvent
         case Registered():
             return [PasswordChanged(user_id=state.user_id, password_hash=command.password_hash,
                                     reason=command.reason, changed_at=command.at)]  # fmt: skip
+        case NoUser() | Forgotten():
+            raise NoSuchUser("no such user")
+        case _:
+            assert_never(state)
+
+
+class ForgetUser(msgspec.Struct, frozen=True, kw_only=True):
+    by: str
+    at: datetime
+
+
+def decide_forget(command: ForgetUser, state: UserState) -> list[UserEvent]:
+    """Erase a user; forgetting a forgotten user appends nothing."""
+    match state:
+        case Registered():
+            return [UserForgotten(user_id=state.user_id, forgotten_by=command.by,
+                                  forgotten_at=command.at)]  # fmt: skip
+        case Forgotten():
+            return []
         case NoUser():
             raise NoSuchUser("no such user")
         case _:
@@ -136,7 +164,7 @@ def decide_role(command: GrantRole | RevokeRole, state: UserState) -> list[UserE
     if command.role not in ROLES:
         raise UnknownRole(f"no role {command.role!r}; roles are {', '.join(sorted(ROLES))}")
     match state:
-        case NoUser():
+        case NoUser() | Forgotten():
             raise NoSuchUser("no such user")
         case Registered():
             pass
@@ -162,7 +190,7 @@ def decide(command: RegisterUser, state: Registration) -> list[UserEvent]:
     if state.username_claimed:
         raise UsernameTaken(f"username {command.username!r} is taken")
     match state.user:
-        case Registered():
+        case Registered() | Forgotten():
             raise UserAlreadyExists(f"user {command.user_id} exists")
         case NoUser():
             pass

@@ -45,7 +45,14 @@ from events.channel import (
     ReactionRemoved,
 )
 from events.session import SessionRefreshed, SessionRevoked, SessionStarted
-from events.user import PasswordChanged, RoleGranted, RoleRevoked, UsernameClaimed, UserRegistered
+from events.user import (
+    PasswordChanged,
+    RoleGranted,
+    RoleRevoked,
+    UserForgotten,
+    UsernameClaimed,
+    UserRegistered,
+)
 
 Event = (
     UsernameClaimed
@@ -53,6 +60,7 @@ Event = (
     | PasswordChanged
     | RoleGranted
     | RoleRevoked
+    | UserForgotten
     | SessionStarted
     | SessionRefreshed
     | SessionRevoked

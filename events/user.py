@@ -1,8 +1,16 @@
 """What happens to accounts. Streams: `user-<user_id>`, and the guard stream
-`username-<username>` that makes a username unique (its first event can be appended once)."""
+`username-<keyed hash of the username>` that makes a username unique (its first event can
+be appended once).
+
+Usernames, display names and password hashes are personal data: writers store them sealed
+with the user's key (infra/vault.py), and `UserForgotten` records that the key was
+destroyed. The guard stream's id is a keyed hash rather than the name itself because a
+stream id can never be sealed or erased; the name stays reserved, unreadable."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime
 from typing import assert_never
 
@@ -49,23 +57,43 @@ class RoleRevoked(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     revoked_at: datetime
 
 
-UserEvent = UsernameClaimed | UserRegistered | PasswordChanged | RoleGranted | RoleRevoked
+class UserForgotten(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The user's personal data was erased: their key is destroyed, so what was sealed with
+    it can no longer be read, and read models drop what they copied."""
+
+    user_id: str
+    forgotten_by: str  # a user id, or "cli"
+    forgotten_at: datetime
+
+
+UserEvent = (
+    UsernameClaimed | UserRegistered | PasswordChanged | RoleGranted | RoleRevoked | UserForgotten
+)
 
 
 def user_stream(user_id: str) -> str:
     return f"user-{user_id}"
 
 
-def username_stream(username: str) -> str:
+def username_stream(username: str, pepper: bytes) -> str:
+    """The guard stream of a username: HMAC-SHA256 under the installation's pepper, so the
+    log never holds the name (64 hex digits, longer than any username can be)."""
+    digest = hmac.new(pepper, username.encode(), hashlib.sha256).hexdigest()
+    return f"username-{digest}"
+
+
+def legacy_username_stream(username: str) -> str:
+    """The guard stream logs written before keyed guards used: the name in clear. Still
+    read, so that a name claimed then stays taken; never written."""
     return f"username-{username}"
 
 
-def stream_of(event: UserEvent) -> str:
-    """The stream an event belongs to."""
+def stream_of(event: UserEvent, pepper: bytes) -> str:
+    """The stream an event belongs to (a claim's name must still be in clear here)."""
     match event:
         case UsernameClaimed():
-            return username_stream(event.username)
-        case UserRegistered() | PasswordChanged() | RoleGranted() | RoleRevoked():
+            return username_stream(event.username, pepper)
+        case UserRegistered() | PasswordChanged() | RoleGranted() | RoleRevoked() | UserForgotten():
             return user_stream(event.user_id)
         case _:
             assert_never(event)

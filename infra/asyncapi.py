@@ -19,7 +19,7 @@ from infra.relay import HEADER_POSITION, HEADER_PREV
 
 # Which stream each type is appended to: the category is the stream id's prefix.
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "user": ("UserRegistered", "PasswordChanged", "RoleGranted", "RoleRevoked"),
+    "user": ("UserRegistered", "PasswordChanged", "RoleGranted", "RoleRevoked", "UserForgotten"),
     "username": ("UsernameClaimed",),
     "session": ("SessionStarted", "SessionRefreshed", "SessionRevoked"),
     "channel": (
@@ -51,6 +51,12 @@ each run its own), and the JetStream stream is named by `HUBBUB_NATS_STREAM` (de
 `data` is the event as it was stored, at its `schema_version`; the schemas below are the
 current versions. Older versions differ only as the evolution rules allow (fields added
 since have defaults; a rename is a new type), and Hubbub's own readers upcast them.
+
+Personal fields (usernames, display names, password hashes, message texts) travel sealed:
+`sealed:v1:<user id>:<base64url(nonce + AES-256-GCM ciphertext)>`, opened only with that
+user's key inside Hubbub. When a user is forgotten the key is destroyed and
+`UserForgotten` is published; the sealed values stay, unreadable. The `username` guard
+streams are named by a keyed hash of the username, never the name.
 
 The WebSocket gateways also share two NATS core subjects (never JetStream, never stored):
 presence and typing, below."""

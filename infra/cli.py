@@ -351,6 +351,20 @@ def projections_rebuild(
     )
 
 
+@contextlib.asynccontextmanager
+async def _small_pool(settings: Settings, name: str) -> AsyncIterator[Any]:
+    """A small pool for one command, closed when it is done."""
+    from infra.db import make_pool
+
+    assert settings.database_url  # resolve_urls fills it in
+    pool = make_pool(settings.database_url, min_size=1, max_size=2, name=name)
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 @users_app.command("grant-role")
 def users_grant_role(
     username: Annotated[str, typer.Argument(help="The user's username.")],
@@ -359,19 +373,15 @@ def users_grant_role(
     """Grant a role (how the first admin is made)."""
     settings = resolve_urls(load_settings("users"))
     from commands.user import UnknownRole
-    from infra.db import make_pool
     from infra.http import Problem
     from infra.store import EventStore
+    from infra.vault import Vault
     from write_api.admin import UnknownUser, grant_role
 
     async def grant() -> object:
-        assert settings.database_url
-        pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-cli")
-        await pool.open()
-        try:
-            return await grant_role(EventStore(pool, notify=False), username, role)
-        finally:
-            await pool.close()
+        async with _small_pool(settings, "hubbub-cli") as pool:
+            store = EventStore(pool, notify=False)
+            return await grant_role(store, await Vault.load(pool), username, role)
 
     try:
         with reporting_database_errors():
@@ -385,18 +395,37 @@ def users_grant_role(
     console.print(f"{username} is {role}" + (" (already was)" if position is None else ""))
 
 
-@contextlib.asynccontextmanager
-async def _audit_pool(settings: Settings) -> AsyncIterator[Any]:
-    """A small pool for one audit command, closed when it is done."""
-    from infra.db import make_pool
+@users_app.command("forget")
+def users_forget(
+    user: Annotated[str, typer.Argument(help="The user's username or id.")],
+) -> None:
+    """Erase a user's personal data: destroy their key (crypto-shredding) and record
+    UserForgotten. The log's hashes still verify; read models show the data as erased."""
+    settings = resolve_urls(load_settings("users"))
+    from infra.http import Problem
+    from infra.store import EventStore
+    from infra.vault import Vault
+    from write_api.admin import Forgetting, UnknownUser, forget_user
 
-    assert settings.database_url  # resolve_urls fills it in
-    pool = make_pool(settings.database_url, min_size=1, max_size=2, name="hubbub-audit")
-    await pool.open()
+    async def forget() -> Forgetting:
+        async with _small_pool(settings, "hubbub-cli") as pool:
+            store = EventStore(pool, notify=False)
+            return await forget_user(store, await Vault.load(pool), user)
+
     try:
-        yield pool
-    finally:
-        await pool.close()
+        with reporting_database_errors():
+            done = asyncio.run(forget())
+    except UnknownUser:
+        fail(f"no user {user!r}", EXIT_CONFIG_ERROR)
+    except Problem as e:
+        fail(e.detail)
+    if done.position is None and not done.key_destroyed:
+        console.print(f"user {done.user_id} was already forgotten")
+    else:
+        console.print(
+            f"user {done.user_id} forgotten: key destroyed"
+            + (f", UserForgotten at {done.position.token()}" if done.position else "")
+        )
 
 
 @audit_app.command("replay")
@@ -431,7 +460,7 @@ def audit_replay(
 
     async def replay() -> None:
         out = sys.stdout.buffer
-        async with _audit_pool(settings) as pool:
+        async with _small_pool(settings, "hubbub-audit") as pool:
             async for chunk in await export(EventStore(pool, notify=False), query):
                 out.write(chunk)
         out.flush()
@@ -466,7 +495,7 @@ def audit_state(
         fail(str(e), EXIT_CONFIG_ERROR)
 
     async def fold() -> Any:
-        async with _audit_pool(settings) as pool:
+        async with _small_pool(settings, "hubbub-audit") as pool:
             return await state_at(EventStore(pool, notify=False), AGGREGATES, stream, as_of)
 
     try:
@@ -489,7 +518,7 @@ def audit_verify(
     from infra.store import EventStore
 
     async def verify() -> Any:
-        async with _audit_pool(settings) as pool:
+        async with _small_pool(settings, "hubbub-audit") as pool:
             if stream is not None:
                 return await verify_stream(EventStore(pool, notify=False), stream)
             return await verify_all(pool)

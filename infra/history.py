@@ -19,6 +19,7 @@ from events.envelope import Position, category_of
 from events.registry import decode
 from infra.query import Collector
 from infra.store import EventStore, RecordedEvent
+from infra.vault import open_envelopes
 
 REDACTED: Final = "[redacted]"
 SECRET_MARKERS: Final = ("password_hash", "refresh_hash")
@@ -127,10 +128,14 @@ async def state_at(
     state, last, seen = aggregate.initial, None, False
     async for events in store.iter_stream(stream_id):
         seen = True
-        for event in events:
+        async with store.pool.connection() as conn:  # personal fields, opened while keys live
+            opened = await open_envelopes(conn, [e.envelope() for e in events])
+        for event, envelope in zip(events, opened, strict=True):
             if not as_of.includes(event):
                 return _state(stream_id, last, aggregate.view(state))
-            state = aggregate.evolve(state, decode(event.type, event.schema_version, event.data))
+            state = aggregate.evolve(
+                state, decode(envelope.type, envelope.schema_version, envelope.data)
+            )
             last = event
     if not seen:
         raise UnknownStream(f"stream {stream_id} has no events")

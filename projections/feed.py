@@ -4,7 +4,8 @@ Each event a client may watch becomes a frame on its topic: `channel:<id>`, `auc
 or `me:<user_id>` (the user's notifications). A topic's frames are numbered 1, 2, 3, ...
 (`seq`) in the order the log gives them, so a client resumes with `after_seq` from this
 table and the gateway tails it by `position`. Frames hold client views only: never a
-password hash, a token or anybody's private data.
+password hash, a token or anybody's private data. A frame carrying someone's personal data
+(a message's text) names them as its `subject`, so forgetting them erases it.
 """
 
 from __future__ import annotations
@@ -37,22 +38,31 @@ from events.channel import (
     ReactionRemoved,
 )
 from events.envelope import Envelope
+from events.personal import erased
 from events.registry import Event, decode
+from events.user import UserForgotten
 from projections import notifications
 
 name = "feed"
-version = 2  # 2: frames carry the causing request's traceparent
+version = 3  # 2: frames carry the causing request's traceparent, 3: subjects (erasure)
 types = frozenset(
     {"MemberJoined", "MemberLeft", "MemberInvited", "ChannelDeleted", "MessageSent",
      "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved", "MessagesRead",
      "MessagesDelivered", "AuctionOpened", "BidPlaced", "AuctionExtended", "AuctionCancelled",
-     "AuctionClosed"}
+     "AuctionClosed", "UserForgotten"}
 )  # fmt: skip
 _ENCODER = msgspec.json.Encoder()
 
 
 class _Trace(msgspec.Struct):
     traceparent: str | None = None
+
+
+class _Actor(msgspec.Struct):
+    actor_id: str | None = None
+
+
+_ACTOR = msgspec.json.Decoder(_Actor)
 
 
 _TRACE = msgspec.json.Decoder(_Trace)
@@ -70,8 +80,9 @@ def ddl(schema: str) -> list[str]:
         f"CREATE TABLE {s}.frames ("
         " topic text NOT NULL, seq bigint NOT NULL, position text NOT NULL,"
         " event_id uuid NOT NULL, name text NOT NULL, data json NOT NULL, traceparent text,"
-        " PRIMARY KEY (topic, seq), UNIQUE (event_id, topic, name))",
+        " subject uuid, PRIMARY KEY (topic, seq), UNIQUE (event_id, topic, name))",
         f"CREATE INDEX frames_by_position ON {s}.frames (position)",
+        f"CREATE INDEX frames_by_subject ON {s}.frames (subject) WHERE subject IS NOT NULL",
         f"CREATE TABLE {s}.topics (topic text PRIMARY KEY, seq bigint NOT NULL)",
     ]
 
@@ -93,13 +104,13 @@ def _channel(event: Event) -> Iterator[Frame]:
         case MessageSent():
             yield channel_topic(event.channel_id), "message.sent", {
                 "channel_id": event.channel_id, "message_id": event.message_id, "seq": event.seq,
-                "author_id": event.author_id, "text": event.text, "reply_to": event.reply_to,
+                "author_id": event.author_id, **_text(event.text), "reply_to": event.reply_to,
                 "sent_at": event.sent_at,
             }  # fmt: skip
         case MessageEdited():
             yield channel_topic(event.channel_id), "message.edited", {
                 "channel_id": event.channel_id, "message_id": event.message_id, "seq": event.seq,
-                "text": event.text, "edited_at": event.edited_at,
+                **_text(event.text), "edited_at": event.edited_at,
             }  # fmt: skip
         case MessageDeleted():
             yield channel_topic(event.channel_id), "message.deleted", {
@@ -135,6 +146,24 @@ def _channel(event: Event) -> Iterator[Frame]:
             )
         case _:
             return
+
+
+def _text(text: str) -> dict[str, Any]:
+    """A message's text in a view: `erased` says whether its author was forgotten."""
+    kept = erased(text)
+    return {"text": kept, "erased": kept is None}
+
+
+def subject_of(envelope: Envelope, event: Event) -> str | None:
+    """Whose personal data the event's frames carry: a message's author (an edit's is its
+    actor, as only authors edit)."""
+    match event:
+        case MessageSent():
+            return event.author_id
+        case MessageEdited():
+            return _ACTOR.decode(envelope.metadata).actor_id
+        case _:
+            return None
 
 
 def _auction(event: Event) -> Iterator[Frame]:
@@ -197,14 +226,34 @@ async def apply(
 ) -> None:
     """Number each topic's new frames after its last one; a frame already stored (same
     event, topic and name) is not stored again."""
-    made: list[tuple[str, str, Envelope, dict[str, Any]]] = []
+    made: list[tuple[str, str, Envelope, dict[str, Any], str | None]] = []
+    forgotten: list[str] = []
     for envelope in events:
         event = decode(envelope.type, envelope.schema_version, envelope.data)
+        if isinstance(event, UserForgotten):
+            forgotten.append(event.user_id)
+            continue
+        subject = subject_of(envelope, event)
         made.extend(
-            (topic, kind, envelope, view) for topic, kind, view in frames_of(envelope, event)
+            (topic, kind, envelope, view, subject)
+            for topic, kind, view in frames_of(envelope, event)
         )
-    if not made:
-        return
+    if made:
+        await _insert(conn, schema, made)
+    for user_id in forgotten:  # after the batch's frames: no frame of theirs comes later
+        await conn.execute(
+            sql.SQL("UPDATE {}.frames SET data = (data::jsonb || '{{\"text\": null,"
+                    " \"erased\": true}}')::json, subject = NULL"
+                    " WHERE subject = %s").format(sql.Identifier(schema)),
+            (user_id,),
+        )  # fmt: skip
+
+
+async def _insert(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    made: list[tuple[str, str, Envelope, dict[str, Any], str | None]],
+) -> None:
     s = sql.Identifier(schema)
     topics = sorted({topic for topic, *_ in made})
     cur = await conn.execute(
@@ -213,11 +262,11 @@ async def apply(
     last = dict(await cur.fetchall())
     cur = await conn.execute(
         sql.SQL("SELECT event_id::text, topic, name FROM {}.frames WHERE event_id = ANY(%s::uuid[])").format(s),
-        (sorted({e.event_id for _, _, e, _ in made}),),
+        (sorted({e.event_id for _, _, e, _, _ in made}),),
     )  # fmt: skip
     seen = {tuple(row) for row in await cur.fetchall()}
     rows = []
-    for topic, kind, envelope, view in made:
+    for topic, kind, envelope, view, subject in made:
         if (envelope.event_id, topic, kind) in seen:
             continue
         last[topic] = last.get(topic, 0) + 1
@@ -230,6 +279,7 @@ async def apply(
                 kind,
                 _ENCODER.encode(view).decode(),
                 traceparent_of(envelope),
+                subject,
             )
         )
     if not rows:
@@ -237,7 +287,8 @@ async def apply(
     async with conn.cursor() as c:
         await c.executemany(
             sql.SQL("INSERT INTO {}.frames (topic, seq, position, event_id, name, data,"
-                    " traceparent) VALUES (%s, %s, %s, %s, %s, %s, %s)").format(s), rows,
+                    " traceparent, subject) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(s),
+            rows,
         )  # fmt: skip
         await c.executemany(
             sql.SQL("INSERT INTO {}.topics (topic, seq) VALUES (%s, %s)"

@@ -1,7 +1,7 @@
 """The messages read model: every channel's messages in `seq` order, and their reactions.
 
 A deleted message keeps its row (its place in the channel) but loses its text and its
-reactions. Idempotence: sending inserts or does nothing; every later change to a message
+reactions. A forgotten author's messages keep their rows too, marked erased, without text. Idempotence: sending inserts or does nothing; every later change to a message
 is guarded by the stream version the message row has seen, so applying twice is harmless
 (and a removed reaction cannot come back from a replayed ReactionAdded).
 """
@@ -24,14 +24,17 @@ from events.channel import (
     ReactionRemoved,
 )
 from events.envelope import Envelope
+from events.personal import erased
 from events.registry import Event, decode
+from events.user import UserForgotten
 from projections.batching import Runs
 
 name = "messages"
-version = 1
+version = 2  # 2: erased (forgotten authors)
 types = frozenset(
-    {"MessageSent", "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved"}
-)
+    {"MessageSent", "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved",
+     "UserForgotten"}
+)  # fmt: skip
 
 
 def ddl(schema: str) -> list[str]:
@@ -42,8 +45,9 @@ def ddl(schema: str) -> list[str]:
         " channel_id uuid NOT NULL, seq bigint NOT NULL, message_id uuid NOT NULL UNIQUE,"
         " author_id uuid NOT NULL, text text, reply_to uuid,"
         " sent_at timestamptz NOT NULL, edited_at timestamptz,"
-        " deleted boolean NOT NULL DEFAULT false, stream_version bigint NOT NULL,"
-        " PRIMARY KEY (channel_id, seq))",
+        " deleted boolean NOT NULL DEFAULT false, erased boolean NOT NULL DEFAULT false,"
+        " stream_version bigint NOT NULL, PRIMARY KEY (channel_id, seq))",
+        f"CREATE INDEX ON {s}.messages (author_id)",  # a forgotten author's rows
         f"CREATE TABLE {s}.reactions ("
         " message_id uuid NOT NULL, user_id uuid NOT NULL, emoji text NOT NULL,"
         " reacted_at timestamptz NOT NULL, PRIMARY KEY (message_id, user_id, emoji))",
@@ -57,6 +61,7 @@ class _Statements:
     deleted: sql.Composed
     reacted: sql.Composed
     unreacted: sql.Composed
+    forgotten: sql.Composed
 
 
 @functools.cache
@@ -72,11 +77,12 @@ def _statements(schema: str) -> _Statements:
     return _Statements(
         sent=q(
             "INSERT INTO {s}.messages (channel_id, seq, message_id, author_id, text, reply_to,"
-            " sent_at, stream_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " sent_at, stream_version, erased) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING"
         ),
         edited=q(
-            "UPDATE {s}.messages SET text = %(text)s, edited_at = %(at)s, stream_version = %(v)s"
+            "UPDATE {s}.messages SET text = %(text)s, erased = %(erased)s, edited_at = %(at)s,"
+            " stream_version = %(v)s"
             " WHERE channel_id = %(c)s::uuid AND seq = %(seq)s AND stream_version < %(v)s"
             " AND NOT deleted"
         ),
@@ -95,6 +101,10 @@ def _statements(schema: str) -> _Statements:
             "WITH m AS (" + claim + ")"
             " DELETE FROM {s}.reactions r USING m WHERE r.message_id = m.message_id"
             " AND r.user_id = %(u)s::uuid AND r.emoji = %(emoji)s"
+        ),
+        forgotten=q(
+            "UPDATE {s}.messages SET text = NULL, erased = true"
+            " WHERE author_id = %(u)s::uuid AND NOT erased"
         ),
     )
 
@@ -117,14 +127,16 @@ def _change(statements: _Statements, event: Event, v: int) -> tuple[sql.Composed
     """The statement and row for one event (None: not ours)."""
     match event:
         case MessageSent():
+            text = erased(event.text)
             return statements.sent, (
-                event.channel_id, event.seq, event.message_id, event.author_id, event.text,
-                event.reply_to, event.sent_at, v,
+                event.channel_id, event.seq, event.message_id, event.author_id, text,
+                event.reply_to, event.sent_at, v, text is None,
             )  # fmt: skip
         case MessageEdited():
+            text = erased(event.text)
             return statements.edited, {
-                "c": event.channel_id, "seq": event.seq, "v": v, "text": event.text,
-                "at": event.edited_at,
+                "c": event.channel_id, "seq": event.seq, "v": v, "text": text,
+                "erased": text is None, "at": event.edited_at,
             }  # fmt: skip
         case MessageDeleted():
             return statements.deleted, {"c": event.channel_id, "seq": event.seq, "v": v}
@@ -138,5 +150,7 @@ def _change(statements: _Statements, event: Event, v: int) -> tuple[sql.Composed
                 "c": event.channel_id, "seq": event.seq, "v": v, "u": event.user_id,
                 "emoji": event.emoji,
             }  # fmt: skip
+        case UserForgotten():
+            return statements.forgotten, {"u": event.user_id}
         case _:
             return None

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from events.envelope import ORIGIN, Envelope, Position
 from infra.store import RecordedEvent
+from infra.vault import open_envelopes
 
 NOTIFY_CHANNEL = "hubbub_projection"
 
@@ -185,12 +186,17 @@ async def apply_together(
 ) -> None:
     """Apply several projections' batches in one transaction: one pipelined round trip and
     one commit for all of them, rather than one each. Raises psycopg's error (HB001 when a
-    checkpoint was not where expected) and then nothing was applied."""
+    checkpoint was not where expected) and then nothing was applied.
+
+    Projections receive events with their personal fields opened (infra.vault): clear text
+    while the subject's key lives, `ERASED` once it is destroyed."""
+    wanted = [[envelope_of(e) for e in b.events if e.type in b.projection.types] for b in batches]
+    opened = await _opened(conn, wanted)
     async with conn.pipeline(), conn.transaction():
         # Losing this commit in a crash is harmless: rows and checkpoints go together, and
         # the events are applied again from the store. No need to wait for fsync.
         await conn.execute("SET LOCAL synchronous_commit = off")
-        for b in batches:
+        for b, envelopes in zip(batches, opened, strict=True):
             # The claim moves the checkpoint only from where we expect it (a concurrent
             # applier waits on that row, then finds it moved) and otherwise aborts the
             # transaction: we learn the outcome from the commit.
@@ -203,9 +209,8 @@ async def apply_together(
                 claim,
                 (str(b.upto.txid), b.upto.position, str(b.expected.txid), b.expected.position),
             )
-            wanted = [envelope_of(e) for e in b.events if e.type in b.projection.types]
-            if wanted:
-                await b.projection.apply(conn, b.schema, wanted)
+            if envelopes:
+                await b.projection.apply(conn, b.schema, envelopes)
         if notify:
             # One notification per position: "<name>,<name>,...:<token>" (listeners parse
             # it with notified()); seven a batch cost the read API a sixth of its CPU.
@@ -214,3 +219,13 @@ async def apply_together(
                 await conn.execute(
                     "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{names}:{upto.token()}")
                 )
+
+
+async def _opened(
+    conn: psycopg.AsyncConnection[Any], wanted: list[list[Envelope]]
+) -> list[Sequence[Envelope]]:
+    """Each batch's envelopes, opened; an event several projections read is opened once
+    (one key lookup for the whole batch, none when nothing in it is sealed)."""
+    unique = list({e.event_id: e for batch in wanted for e in batch}.values())
+    opened = {e.event_id: e for e in await open_envelopes(conn, unique)}
+    return [[opened[e.event_id] for e in batch] for batch in wanted]

@@ -15,12 +15,13 @@ from psycopg_pool import AsyncConnectionPool
 from events.envelope import Envelope
 from events.registry import decode
 from events.session import SessionRevoked, SessionStarted
+from events.user import UserForgotten
 
 log = structlog.get_logger(__name__)
 
 name = "sessions"
-version = 1
-types = frozenset({"SessionStarted", "SessionRevoked"})
+version = 2  # 2: a forgotten user's sessions end
+types = frozenset({"SessionStarted", "SessionRevoked", "UserForgotten"})
 
 
 def ddl(schema: str) -> list[str]:
@@ -56,6 +57,12 @@ async def apply(
                 ).format(table),
                 (event.revoked_at, event.reason, event.session_id),
             )
+        elif isinstance(event, UserForgotten):  # every token of theirs stops working
+            await conn.execute(
+                sql.SQL("UPDATE {} SET revoked_at = %s, reason = 'forgotten'"
+                        " WHERE user_id = %s AND revoked_at IS NULL").format(table),
+                (event.forgotten_at, event.user_id),
+            )  # fmt: skip
 
 
 class RevokedSessions:

@@ -1,4 +1,5 @@
-"""The users read model: public profiles (never the password hash)."""
+"""The users read model: public profiles (never the password hash). A forgotten user keeps
+their row, erased: no username, no display name."""
 
 from __future__ import annotations
 
@@ -9,25 +10,27 @@ import psycopg
 from psycopg import sql
 
 from events.envelope import Envelope
+from events.personal import erased
 from events.registry import decode
-from events.user import RoleGranted, RoleRevoked, UserRegistered
+from events.user import RoleGranted, RoleRevoked, UserForgotten, UserRegistered
 
 name = "users"
-version = 2  # 2: roles
-types = frozenset({"UserRegistered", "RoleGranted", "RoleRevoked"})
+version = 3  # 2: roles, 3: erasure
+types = frozenset({"UserRegistered", "RoleGranted", "RoleRevoked", "UserForgotten"})
 
 
 def ddl(schema: str) -> list[str]:
-    """The users table, keyed by id, with usernames unique."""
+    """The users table, keyed by id, with usernames unique (an erased one is NULL)."""
     s = sql.Identifier(schema).as_string()
     return [
         f"CREATE TABLE {s}.users ("
         " user_id uuid PRIMARY KEY,"
-        " username text NOT NULL UNIQUE,"
-        " display_name text NOT NULL,"
+        " username text UNIQUE,"
+        " display_name text,"
         " registered_at timestamptz NOT NULL,"
         " roles text[] NOT NULL DEFAULT '{}',"
-        " stream_version bigint NOT NULL)"
+        " stream_version bigint NOT NULL,"
+        " forgotten_at timestamptz)"
     ]
 
 
@@ -42,14 +45,22 @@ async def apply(
         event = decode(envelope.type, envelope.schema_version, envelope.data)
         if isinstance(event, UserRegistered):
             registered.append(
-                (event.user_id, event.username, event.display_name, event.registered_at,
-                 envelope.stream_version)
+                (event.user_id, erased(event.username), erased(event.display_name),
+                 event.registered_at, envelope.stream_version)
             )  # fmt: skip
             continue
         if registered:  # keep order: a role may follow its user's registration in one batch
             await _insert(conn, table, registered)
             registered = []
-        if isinstance(event, RoleGranted | RoleRevoked):
+        if isinstance(event, UserForgotten):
+            await conn.execute(
+                sql.SQL("UPDATE {} SET username = NULL, display_name = NULL, roles = '{{}}',"
+                        " forgotten_at = %s, stream_version = %s"
+                        " WHERE user_id = %s AND stream_version < %s").format(table),
+                (event.forgotten_at, envelope.stream_version, event.user_id,
+                 envelope.stream_version),
+            )  # fmt: skip
+        elif isinstance(event, RoleGranted | RoleRevoked):
             change = (
                 "array_append(array_remove(roles, %s), %s)"
                 if isinstance(event, RoleGranted)

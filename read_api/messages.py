@@ -34,7 +34,7 @@ from read_api.views import parse_id, text_id, utc
 END = 2**62  # above every seq: "no upper bound"
 Seq = Annotated[int | None, QueryParameter(ge=0, le=END, description="a message seq")]
 CursorSeq = Annotated[int, msgspec.Meta(ge=0, le=END)]
-_COLUMNS = "seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted"
+_COLUMNS = "seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted, erased"
 _FORWARD = (
     f"SELECT {_COLUMNS} FROM rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s"
     " ORDER BY seq LIMIT %s"
@@ -73,8 +73,8 @@ async def list_messages(
     cursor: FromQuery[str | None] = None,
 ) -> Response[dict[str, Any]]:
     """`{items, next_cursor}`; items `{message_id, seq, author_id, text, reply_to, sent_at,
-    edited_at, deleted, reactions: [{emoji, count, me}], status?}`, `text` absent when
-    deleted."""
+    edited_at, deleted, erased, reactions: [{emoji, count, me}], status?}`, `text` absent
+    when deleted or erased (its author was forgotten)."""
     headers = await fresh_enough(request, services, ["channels", "messages"])
     direction, low, high = _window(before, after, cursor)
     cid = parse_id(channel_id)
@@ -93,7 +93,7 @@ async def list_messages(
         reactions = await _reactions(conn, principal, [r[1] for r in rows])
         recipients = await _receipts(conn, cid) if found.channel.kind == "direct" else None
     items = []
-    for seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted in rows:
+    for seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted, erased in rows:
         item: dict[str, Any] = {
             "message_id": str(message_id),
             "seq": seq,
@@ -102,9 +102,10 @@ async def list_messages(
             "sent_at": utc(sent_at),
             "edited_at": utc(edited_at),
             "deleted": deleted,
+            "erased": erased,
             "reactions": reactions.get(message_id, []),
         }
-        if not deleted:
+        if not deleted and not erased:
             item["text"] = text
         if recipients is not None:
             item["status"] = _status(seq, author_id, recipients)

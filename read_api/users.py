@@ -25,7 +25,8 @@ from read_api.services import Services
 async def get_user(
     request: Request[Any, Any, Any], user_id: FromPath[str], services: NamedDependency[Services]
 ) -> Response[dict[str, Any]]:
-    """The public profile: id, username, display name, registration time."""
+    """The public profile: id, username, display name, registration time; a forgotten
+    user's shows `erased: true` and no name."""
     headers = await fresh_enough(request, services, ["users"])
     try:
         uid = uuid.UUID(user_id)
@@ -33,14 +34,16 @@ async def get_user(
         raise Problem(404, "user_not_found", "no such user") from None
     async with services.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT user_id, username, display_name, registered_at FROM rm_users.users WHERE user_id = %s",
+            "SELECT user_id, username, display_name, registered_at, forgotten_at IS NOT NULL"
+            " FROM rm_users.users WHERE user_id = %s",
             (uid,),
             prepare=True,
         )
         row = await cur.fetchone()
     if row is None:
         raise Problem(404, "user_not_found", "no such user", headers=headers)
-    body = {"id": str(row[0]), "username": row[1], "display_name": row[2], "registered_at": row[3]}
+    body = {"id": str(row[0]), "username": row[1], "display_name": row[2],
+            "registered_at": row[3], "erased": row[4]}  # fmt: skip
     return Response(body, headers=headers)
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from events.user import UsernameClaimed, user_stream, username_stream
+from events.user import UsernameClaimed, user_stream
 from infra.store import NO_STREAM, EventStore, StreamAppend
 from infra.tokens import Tokens
+from infra.vault import Vault
 from tests.fix_events import new_event, user_registered
 from tests.fix_stack import Stack
 
@@ -36,12 +37,13 @@ async def users(
 ) -> list[User]:
     """`n` registered users, each with a bearer token."""
     tokens = Tokens(stack.settings.resolved_jwt_secret())
+    vault = await Vault.load(store.pool)
     out = []
     for _ in range(n):
         uid = str(uuid.uuid4())
         event = user_registered(uid)
         await store.append([
-            StreamAppend(username_stream(event.username), NO_STREAM,
+            StreamAppend(vault.username_stream(event.username), NO_STREAM,
                          [new_event(UsernameClaimed(username=event.username, user_id=uid))]),
             StreamAppend(user_stream(uid), NO_STREAM, [new_event(event)]),
         ])  # fmt: skip

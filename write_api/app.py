@@ -16,11 +16,12 @@ from infra.auth import Authenticator
 from infra.settings import Settings
 from infra.store import EventStore
 from infra.tokens import Tokens
+from infra.vault import ForgottenUser, Vault
 from projections.registry import ensure_all
 from projections.sessions import RevokedSessions
 from write_api import auctions, auth, channels, messages, roles, sessions
 from write_api.combiner import AppendCombiner
-from write_api.errors import on_domain_error
+from write_api.errors import on_domain_error, on_forgotten_user
 from write_api.passwords import Passwords
 from write_api.sequencer import Sequencer
 from write_api.services import Services, services
@@ -53,6 +54,7 @@ def create_app(
                 throttle=LoginThrottle(links.pool, throttle_policy),
                 dummy_hash=await passwords.hash(secrets.token_urlsafe(16)),
                 auth=Authenticator(tokens, revoked), channels=sequencer, auctions=bids,
+                vault=await Vault.load(links.pool),
             )  # fmt: skip
             try:
                 yield
@@ -98,5 +100,5 @@ def create_app(
         lifespan=lifespan,
         provide_services=services,
         guards=[authz.guard],
-        exception_handlers={DomainError: on_domain_error},
+        exception_handlers={DomainError: on_domain_error, ForgottenUser: on_forgotten_user},
     )

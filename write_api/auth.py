@@ -12,7 +12,7 @@ from litestar.params import JSONBody
 from uuid_utils.compat import uuid7
 
 from commands import user as users
-from events.user import stream_of, user_stream, username_stream
+from events.user import user_stream
 from infra.http import correlation_of
 from infra.store import NO_STREAM, StreamAppend
 from write_api.handling import (
@@ -74,15 +74,19 @@ async def register(
     async def attempt() -> Decision:
         nonlocal password_hash
         # A cheap refusal before the expensive hash; the append re-checks.
-        if await user_id_of(store, data.username) is not None:
+        if await user_id_of(store, services.vault, data.username) is not None:
             raise users.UsernameTaken(f"username {data.username!r} is taken")
         if password_hash is None:
             password_hash = await services.passwords.hash(data.password)
+        # Personal data reaches the decider, and so the log, sealed with the user's own key.
+        username, display_name, sealed_hash = await services.vault.seal(
+            user_id, data.username, data.display_name or data.username, password_hash
+        )
         command = users.RegisterUser(
             user_id=user_id,
-            username=data.username,
-            display_name=data.display_name or data.username,
-            password_hash=password_hash,
+            username=username,
+            display_name=display_name,
+            password_hash=sealed_hash,
             at=datetime.now(UTC),
         )
         decided = users.decide(
@@ -90,14 +94,14 @@ async def register(
         )
         meta = metadata(user_id, correlation, traceparent, idem)
         # The guard stream's NO_STREAM makes the username unique, race-free.
+        streams = {
+            "UsernameClaimed": services.vault.username_stream(data.username),
+            "UserRegistered": user_stream(user_id),
+        }
         appends = [
-            StreamAppend(stream_of(event), NO_STREAM, new_events([event], meta))
+            StreamAppend(streams[type(event).__name__], NO_STREAM, new_events([event], meta))
             for event in decided
         ]
-        assert {a.stream_id for a in appends} == {
-            user_stream(user_id),
-            username_stream(data.username),
-        }
         return Decision(appends, {"user_id": user_id})
 
     outcome = await execute(store, attempt, idem)

@@ -19,6 +19,7 @@ from uuid_utils.compat import uuid7
 
 from commands import channel as ch
 from commands import channel_guard as guard
+from commands import user as users
 from events.channel import (
     ChannelEvent,
     ChatEvent,
@@ -73,9 +74,11 @@ def channel_id_of(raw: str) -> str:
 
 
 async def existing_user(services: Services, raw: str) -> str:
-    """A body's user id, canonical, of a registered user; else 404 user_not_found."""
+    """A body's user id, canonical, of a registered (and not forgotten) user; else 404
+    user_not_found."""
     user_id = path_id(raw, "user_not_found", "no such user")
-    if await services.store.version_of(user_stream(user_id)) == 0:
+    state, _ = await load(services.store, user_stream(user_id), users.INITIAL, users.evolve)
+    if not isinstance(state, users.Registered):
         raise Problem(404, "user_not_found", "no such user")
     return user_id
 

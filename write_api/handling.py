@@ -16,9 +16,10 @@ from uuid_utils.compat import uuid7
 
 from events.envelope import Metadata, Position
 from events.registry import decode, encode
-from events.user import username_stream
+from events.user import legacy_username_stream
 from infra.http import Problem
 from infra.store import ConcurrencyError, EventStore, Idempotency, NewEvent, StreamAppend
+from infra.vault import Vault
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -194,9 +195,12 @@ async def retrying(once: Callable[[], Awaitable[T]], *, busy: str = "the resourc
     )
 
 
-async def user_id_of(store: EventStore, username: str) -> str | None:
-    """The id of the user who claimed `username` (its guard stream's first event), if any."""
-    guard = await store.read_stream(username_stream(username), limit=1)
+async def user_id_of(store: EventStore, vault: Vault, username: str) -> str | None:
+    """The id of the user who claimed `username` (its guard stream's first event), if any.
+    A name claimed before guards were keyed sits in a clear-text guard stream."""
+    guard = await store.read_stream(vault.username_stream(username), limit=1)
+    if not guard:
+        guard = await store.read_stream(legacy_username_stream(username), limit=1)
     if not guard:
         return None
     user_id: str = msgspec.json.decode(guard[0].data)["user_id"]

@@ -57,7 +57,7 @@ async def mentioned(services: Services, text: str) -> tuple[str, ...]:
     if "@" not in text:
         return ()
     names = list(dict.fromkeys(m.rstrip(".") for m in MENTION.findall(text)))[:MAX_MENTIONS]
-    ids = await asyncio.gather(*(user_id_of(services.store, n) for n in names))
+    ids = await asyncio.gather(*(user_id_of(services.store, services.vault, n) for n in names))
     return tuple(i for i in ids if i is not None)
 
 
@@ -82,7 +82,8 @@ async def send_message(
         except ValueError:
             raise Problem(422, "reply_to_not_found", "reply_to names no message of this channel",
                           errors=[{"field": "reply_to", "message": "not a message id"}]) from None  # fmt: skip
-    command = ch.Send(actor_id=principal.user_id, message_id=str(uuid7()), text=data.text,
+    (text,) = await services.vault.seal(principal.user_id, data.text)  # the author's data
+    command = ch.Send(actor_id=principal.user_id, message_id=str(uuid7()), text=text,
                       reply_to=reply_to, mentioned=await mentioned(services, data.text),
                       at=datetime.now(UTC))  # fmt: skip
     return await submit(request, services, principal, cid, command, data, _sent, 201)
@@ -97,7 +98,8 @@ async def edit_message(
 ) -> Response[dict[str, Any]]:  # fmt: skip
     """New text for your own message; 403 not_author for anyone else's."""
     cid, mid = channel_id_of(channel_id), message_id_of(message_id)
-    command = ch.Edit(actor_id=principal.user_id, message_id=mid, text=data.text,
+    (text,) = await services.vault.seal(principal.user_id, data.text)
+    command = ch.Edit(actor_id=principal.user_id, message_id=mid, text=text,
                       at=datetime.now(UTC))  # fmt: skip
     return await submit(request, services, principal, cid, command, data,
                         lambda *_: {"channel_id": cid, "message_id": mid})  # fmt: skip

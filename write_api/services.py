@@ -15,6 +15,7 @@ from infra.http import Links
 from infra.settings import Settings
 from infra.store import EventStore
 from infra.tokens import Tokens
+from infra.vault import Vault
 from write_api.passwords import Passwords
 from write_api.sequencer import Sequencer
 from write_api.throttle import LoginThrottle
@@ -32,6 +33,7 @@ class Services:
     auth: Authenticator
     channels: Sequencer[ChannelCommand, ChannelState, ChannelEvent]
     auctions: Sequencer[AuctionCommand, AuctionState, AuctionEvent]
+    vault: Vault  # per-user keys: personal fields are sealed before they are decided on
 
     @classmethod
     def of(cls, app: Litestar) -> Services:

@@ -60,7 +60,7 @@ def _split(refresh_token: str) -> tuple[str, str]:
 
 async def _user(services: Services, username: str) -> tuple[users.Registered, int] | None:
     """The registered user with this username, and its stream version."""
-    user_id = await user_id_of(services.store, username)
+    user_id = await user_id_of(services.store, services.vault, username)
     if user_id is None:
         return None
     state, version = await load(services.store, user_stream(user_id), users.INITIAL, users.evolve)
@@ -94,7 +94,9 @@ async def login(
                       headers={"Retry-After": str(wait)})  # fmt: skip
     found = await _user(services, name)
     # An unknown username is checked against a dummy hash: the same time, the same answer.
-    password_hash = found[0].password_hash if found else services.dummy_hash
+    password_hash = (
+        await services.vault.reveal(found[0].password_hash) if found else services.dummy_hash
+    )
     if not await services.passwords.verify(password_hash, data.password) or found is None:
         await services.throttle.failed(name, address)
         raise Problem(401, "invalid_credentials", "wrong username or password")
@@ -104,8 +106,10 @@ async def login(
     meta = metadata(user.user_id, correlation, traceparent, None)
     now = datetime.now(UTC)
     appends = []
-    if services.passwords.needs_rehash(user.password_hash):
-        rehashed = await services.passwords.hash(data.password)
+    if services.passwords.needs_rehash(password_hash):
+        (rehashed,) = await services.vault.seal(
+            user.user_id, await services.passwords.hash(data.password)
+        )
         change = users.ChangePassword(password_hash=rehashed, reason="rehash", at=now)
         appends.append(
             StreamAppend(
@@ -261,9 +265,13 @@ async def change_password(
         )
         if not isinstance(user, users.Registered):
             raise Problem(404, "user_not_found", "no such user")
-        if not await services.passwords.verify(user.password_hash, data.current_password):
+        current = await services.vault.reveal(user.password_hash)
+        if not await services.passwords.verify(current, data.current_password):
             raise Problem(403, "wrong_password", "the current password is not right")
-        new_hash = new_hash or await services.passwords.hash(data.new_password)
+        if new_hash is None:
+            (new_hash,) = await services.vault.seal(
+                user.user_id, await services.passwords.hash(data.new_password)
+            )
         now = datetime.now(UTC)
         meta = metadata(principal.user_id, correlation, traceparent, None)
         change = users.ChangePassword(password_hash=new_hash, reason="changed", at=now)

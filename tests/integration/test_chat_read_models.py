@@ -104,7 +104,7 @@ async def test_messages_edits_deletions_and_reactions(
     assert two == {
         "message_id": second.message_id, "seq": 2, "author_id": bob.user_id,
         "reply_to": first.message_id, "sent_at": two["sent_at"], "edited_at": None,
-        "deleted": True, "reactions": [],
+        "deleted": True, "erased": False, "reactions": [],
     }  # fmt: skip
     assert "text" not in two and "status" not in two  # not a direct channel
     assert three["text"] == "third" and three["edited_at"] is None

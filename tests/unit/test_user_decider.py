@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from commands import user as u
-from events.user import UsernameClaimed, UserRegistered, stream_of, user_stream, username_stream
+from events.user import (
+    UserForgotten,
+    UsernameClaimed,
+    UserRegistered,
+    stream_of,
+    user_stream,
+    username_stream,
+)
 from tests.spec import Decider
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -24,8 +31,9 @@ def decide(command: u.RegisterUser, state: u.UserState) -> list[u.UserEvent]:
 
 def test_registration_claims_the_username_and_creates_the_user() -> None:
     Decider(decide, u.evolve, u.INITIAL).given().when(register).then(claimed, registered)
-    assert [stream_of(e) for e in (claimed, registered)] == [
-        username_stream("ann"),
+    pepper = b"p" * 32
+    assert [stream_of(e, pepper) for e in (claimed, registered)] == [
+        username_stream("ann", pepper),
         user_stream("u1"),
     ]
 
@@ -62,3 +70,29 @@ def test_roles_are_granted_and_revoked_once() -> None:
         u.UnknownRole
     )
     roles.given().when(grant).raises(u.NoSuchUser)
+
+
+def test_a_user_is_forgotten_once_and_then_is_no_one() -> None:
+    forget = u.ForgetUser(by="cli", at=T0)
+    forgotten = UserForgotten(user_id="u1", forgotten_by="cli", forgotten_at=T0)
+    erase = Decider(u.decide_forget, u.evolve, u.INITIAL)
+    erase.given(registered).when(forget).then(forgotten)
+    erase.given(registered, forgotten).when(forget).then()  # already: nothing to append
+    erase.given().when(forget).raises(u.NoSuchUser)
+    roles = Decider(u.decide_role, u.evolve, u.INITIAL)
+    roles.given(registered, forgotten).when(u.GrantRole(role="admin", by="a", at=T0)).raises(
+        u.NoSuchUser
+    )
+    password = Decider(u.decide_password, u.evolve, u.INITIAL)
+    password.given(registered, forgotten).when(
+        u.ChangePassword(password_hash="$argon2id$y", reason="changed", at=T0)
+    ).raises(u.NoSuchUser)
+    Decider(decide, u.evolve, u.INITIAL).given(registered, forgotten).when(register).raises(
+        u.UserAlreadyExists
+    )
+
+
+def test_guard_streams_hide_the_username_behind_the_pepper() -> None:
+    one, other = username_stream("ann", b"a" * 32), username_stream("ann", b"b" * 32)
+    assert "ann" not in one and one != other
+    assert len(one.removeprefix("username-")) == 64  # longer than any username: no clash
