@@ -3,6 +3,8 @@ that nothing NATS hands it (repeats, gaps, reordering) can lead astray."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,8 +26,16 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def registered(store: EventStore, n: int) -> list[RecordedEvent]:
+    """Register `n` more users; the whole log, once a commit-safe reader sees them all (a
+    transaction elsewhere in the cluster may hold the horizon back for a moment)."""
+    before = len(await store.read_all(ORIGIN, limit=10_000))
     await register_users(store, n)
-    return await store.read_all(ORIGIN, limit=10_000)
+    for _ in range(500):
+        events = await store.read_all(ORIGIN, limit=10_000)
+        if len(events) >= before + n:
+            return events
+        await asyncio.sleep(0.01)
+    raise AssertionError("the appended events never became visible")
 
 
 async def count_users(pool: AsyncConnectionPool) -> int:
