@@ -8,10 +8,12 @@ from uuid import UUID
 
 from commands import user as users
 from events.envelope import Position
+from events.personal import ERASED
 from events.user import user_stream
 from infra.store import EventStore, StreamAppend
 from infra.vault import Vault
 from write_api.handling import load, metadata, new_events, retrying, user_id_of
+from write_api.throttle import LoginThrottle
 
 
 class UnknownUser(LookupError):
@@ -65,6 +67,10 @@ async def forget_user(store: EventStore, vault: Vault, who: str) -> Forgetting:
     state, _ = await load(store, stream, users.INITIAL, users.evolve)
     if isinstance(state, users.NoUser):
         raise UnknownUser(who)
+    if isinstance(state, users.Registered):  # while the key lives: the name, to clear it
+        name = await vault.reveal(state.username)
+        if name != ERASED:  # its failed-login count is a row keyed by the name
+            await LoginThrottle(store.pool).succeeded(name)
     destroyed = await vault.forget(user_id)  # first: the part that must never be skipped
 
     async def once() -> Position | None:

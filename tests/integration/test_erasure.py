@@ -56,6 +56,14 @@ async def _read_model_text(pool: Any) -> str:
     return "\n".join(out)
 
 
+async def _throttled(pool: Any, username: str) -> bool:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT 1 FROM login_throttle WHERE key = %s", (f"user:{username}",)
+        )
+        return await cur.fetchone() is not None
+
+
 async def test_forget_erases_a_user_everywhere_while_the_log_verifies(stack: Stack) -> None:
     assert stack.settings.database_url
     pool = make_pool(stack.settings.database_url, min_size=1, max_size=2)
@@ -87,6 +95,9 @@ async def test_forget_erases_a_user_everywhere_while_the_log_verifies(stack: Sta
         ]  # opened for the read models while her key lives
         assert SECRET in await _read_model_text(pool)
 
+        wrong = await login(stack.write, ann_name, "not her password")
+        assert wrong.status_code == 401  # a failed-login count, keyed by her name
+        assert await _throttled(pool, ann_name)
         forgot = await hubbub(stack, "users", "forget", ann_name)
         assert forgot.exit_code == 0, forgot.stderr
         assert f"user {ann.id} forgotten: key destroyed" in forgot.stdout
@@ -107,6 +118,7 @@ async def test_forget_erases_a_user_everywhere_while_the_log_verifies(stack: Sta
         everything = await _read_model_text(pool)
         for personal in (SECRET, DISPLAY, ann_name):
             assert personal not in everything
+        assert not await _throttled(pool, ann_name)
 
         # The log is untouched: every hash, per stream and global, still verifies.
         verified = await hubbub(stack, "audit", "verify")
