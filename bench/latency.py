@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from bench.context import QUICK, BenchContext
-from bench.processes import start_part, stop_parts
+from bench.processes import CpuWatch, start_part, stop_parts
 from bench.result import Result
 from bench.timing import quantile
 from events.envelope import Position
@@ -124,8 +124,11 @@ async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
             # The warm-up also waits out the processes' start: its events must come through.
             warm = await _write(store, WARMUP_S)
             await _wait_visible(arrivals, max(p for _, p, _ in warm))
+            watch = CpuWatch({"relay": parts[0].pid, "projector": parts[1].pid})
+            watch.mark()
             timed = await _write(store, seconds)
             await _wait_visible(arrivals, max(p for _, p, _ in timed))
+            cpu = watch.since()
         finally:
             if store.notifier is not None:
                 await store.notifier.close()
@@ -157,6 +160,8 @@ async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
             "target": f"p50 <= {TARGET_P50_MS:g} ms: {'pass' if p50 <= TARGET_P50_MS else 'FAIL'}, "
                       f"p99 <= {TARGET_P99_MS:g} ms: {'pass' if p99 <= TARGET_P99_MS else 'FAIL'}",
             "notifications": len(arrivals),
+            "cpu_us_per_event": ", ".join(f"{k} {round(c / len(timed) * 1e6)}"
+                                          for k, c in cpu.items()),
         },
     )  # fmt: skip
 
