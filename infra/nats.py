@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from typing import Any
 
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DEFAULT_PREFIX,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from infra.settings import Settings
@@ -83,3 +94,106 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         log.info("jetstream stream created", stream=settings.nats_stream)
         return
     await js.update_stream(config)
+
+
+class PullFeed:
+    """The messages of a durable pull consumer, kept flowing by a standing pull request.
+
+    nats-py's `fetch` sends two pull requests a call (a no-wait probe, then a lingering
+    one) and waits for each message with a task of its own: at 1,000 events/s, with a
+    handful of messages a batch, that costs more than the messages. Here one request of
+    `batch` messages stays open on the server; a new one is sent when the open one is
+    half used, ends (expired, or the server cut it), or goes silent (no message and no
+    heartbeat: NATS lost it). Messages arrive on a callback and wait in a list until
+    `next_batch` takes them all.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        stream: str,
+        consumer: str,
+        *,
+        batch: int = 500,
+        expires_s: float = 30.0,
+        heartbeat_s: float = 1.0,
+        api_prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        self._nc = nc
+        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = nc.new_inbox()
+        self._batch = batch
+        self._request = json.dumps(
+            {"batch": batch, "expires": int(expires_s * 1e9),
+             "idle_heartbeat": int(heartbeat_s * 1e9)}
+        ).encode()  # fmt: skip
+        self._silence_s = 3 * heartbeat_s
+        self._sub: Subscription | None = None
+        self._msgs: list[Msg] = []
+        self._arrived = asyncio.Event()
+        self._request_no = 0
+        self._owed = 0  # messages the newest request may still deliver
+        self._heard = 0.0  # when the server last sent anything on the inbox
+        self._ended: str | None = None  # why the server ended the newest request early
+
+    async def start(self) -> None:
+        """Subscribe the inbox (the first pull request goes with the first `next_batch`)."""
+        self._sub = await self._nc.subscribe(self._inbox + ".*", cb=self._on_message)
+
+    async def stop(self) -> None:
+        """Unsubscribe: what the open request still delivers is dropped, then redelivered
+        by JetStream to whoever pulls next (nothing was acknowledged)."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def next_batch(self, wait_s: float) -> list[Msg]:
+        """Every message that arrived, waiting up to `wait_s` for one; [] when none came.
+        NatsError when the server ended the pull request otherwise than by its expiry (the
+        consumer was deleted, ...): the caller subscribes afresh."""
+        deadline = time.monotonic() + wait_s
+        while not self._msgs:
+            if self._ended is not None:
+                ended, self._ended = self._ended, None
+                raise NatsError(f"the pull request ended: {ended}")
+            await self._pull_if_needed()
+            left = deadline - time.monotonic()
+            if self._msgs or left <= 0:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                # Wake at least once a heartbeat period to notice a silent request.
+                await asyncio.wait_for(self._arrived.wait(), min(left, self._silence_s))
+        msgs, self._msgs = self._msgs, []
+        if msgs:
+            await self._pull_if_needed()  # asked for before these are applied: no idle gap
+        return msgs
+
+    async def _pull_if_needed(self) -> None:
+        silent = time.monotonic() - self._heard > self._silence_s
+        if self._owed > self._batch // 2 and not silent:
+            return
+        self._request_no += 1
+        self._owed = self._batch
+        self._heard = time.monotonic()  # the new request gets its own heartbeat period
+        await self._nc.publish(
+            self._next_subject, self._request, reply=f"{self._inbox}.{self._request_no}"
+        )
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._heard = time.monotonic()
+        current = msg.subject.endswith(f".{self._request_no}")
+        if msg.data or not msg.headers or "Status" not in msg.headers:
+            self._msgs.append(msg)  # an event (one of an older request's is still one)
+            if current:
+                self._owed -= 1
+            self._arrived.set()
+            return
+        if msg.headers["Status"] == "100":
+            return  # an idle heartbeat: the request is alive
+        if current:
+            self._owed = 0  # the request is over: the next call asks again
+            if msg.headers["Status"] != "408":  # not its expiry: the server ended it
+                self._ended = f"{msg.headers['Status']} {msg.headers.get('Description', '')}"
+            self._arrived.set()

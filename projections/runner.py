@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 import psycopg
@@ -20,14 +22,16 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ENVELOPE_DECODER, Envelope, Position
 from infra.db import make_pool
 from infra.metrics import serve_metrics
-from infra.nats import connect, ensure_stream
+from infra.nats import PullFeed, connect, ensure_stream
 from infra.relay import HEADER_PREV, stop_on_signals
 from infra.settings import Settings
 from infra.store import EventStore, RecordedEvent
@@ -142,13 +146,47 @@ class ProjectionRunner:
             await self._apply(projection, after, events)
 
     async def catch_up_all(self, reason: str) -> None:
+        """Catch every projection up with the store. Those at one checkpoint (usually all)
+        go together: one read and one transaction a batch, not one each."""
         async with self._applying:
-            await asyncio.gather(*(self.catch_up(p, reason=reason) for p in self.projections))
+            groups: dict[Position, list[Projection]] = {}
+            for p in self.projections:
+                groups.setdefault(self.checkpoints[p.name], []).append(p)
+            done: set[str] = set()
+            for group in groups.values():
+                if len(group) > 1 and await self._catch_up_together(group):
+                    done.update(p.name for p in group)
+            for name in done:
+                CATCH_UPS.labels(name, reason).inc()
+                PROJECTION_LAG_SECONDS.labels(name).set(0.0)
+            await asyncio.gather(
+                *(self.catch_up(p, reason=reason) for p in self.projections if p.name not in done)
+            )
+
+    async def _catch_up_together(self, projections: Sequence[Projection]) -> bool:
+        """Catch up projections that share a checkpoint in shared batches, for as long as
+        they do; True when they reached the end of the store together."""
+        after = self.checkpoints[projections[0].name]
+        while all(self.checkpoints[p.name] == after for p in projections):
+            events = await self.store.read_all(after, limit=CATCH_UP_BATCH)
+            if not events:
+                return True
+            upto = events[-1].at
+            batches = [Batch(p, live_schema(p.name), after, events, upto) for p in projections]
+            if not await self._apply_together(batches):
+                return False
+            after = upto
+        return False
 
     async def _apply(
-        self, projection: Projection, after: Position, events: Sequence[RecordedEvent | Envelope]
+        self,
+        projection: Projection,
+        after: Position,
+        events: Sequence[RecordedEvent | Envelope],
+        upto: Position | None = None,
     ) -> None:
-        upto = _position(events[-1])
+        if upto is None:
+            upto = events[-1].at
         started = time.perf_counter()
         try:
             async with self.pool.connection() as conn:
@@ -164,7 +202,7 @@ class ProjectionRunner:
             return
         APPLY_SECONDS.labels("one").observe(time.perf_counter() - started)
         self.checkpoints[projection.name] = upto
-        _applied(projection.name, events)
+        _applied(projection.name, events, upto)
         _log_traced(events, (projection.name,))
 
     async def handle(self, batch: Sequence[tuple[Envelope, Position]]) -> None:
@@ -176,47 +214,55 @@ class ProjectionRunner:
     async def _handle(self, batch: Sequence[tuple[Envelope, Position]]) -> None:
         # The usual case, every projection just before the batch: one transaction for all
         # (a small batch costs one commit, not one per projection). Anything else (a gap, a
-        # moved checkpoint, a failing projection) goes projection by projection.
+        # moved checkpoint, a failing projection) goes projection by projection. Positions
+        # are parsed once, and the batch is cut once for each checkpoint (usually one).
+        items = [(e, e.at, prev) for e, prev in batch]
+        cuts: dict[Position, _Cut] = {}
         together = []
         for projection in self.projections:
             checkpoint = self.checkpoints[projection.name]
-            fresh = [(e, prev) for e, prev in batch if e.at > checkpoint]
-            if fresh and _contiguous(checkpoint, fresh):
-                events = [e for e, _ in fresh]
+            cut = _cut_at(cuts, items, checkpoint)
+            if cut.events and cut.contiguous:
                 together.append(Batch(projection, live_schema(projection.name), checkpoint,
-                                      events, events[-1].at))  # fmt: skip
+                                      cut.events, cut.upto))  # fmt: skip
         if len(together) > 1:
-            started = time.perf_counter()
-            try:
-                async with self.pool.connection() as conn:
-                    await apply_together(conn, together)
-            except psycopg.Error as e:
-                log.info("batch not applied together; one projection at a time", error=str(e))
-            else:
-                APPLY_SECONDS.labels("together").observe(time.perf_counter() - started)
-                for b in together:
-                    self.checkpoints[b.projection.name] = b.upto
-                    _applied(b.projection.name, b.events)
-                _log_traced(
-                    max((b.events for b in together), key=len),
-                    tuple(b.projection.name for b in together),
-                )
+            await self._apply_together(together)
         for projection in self.projections:
-            await self._handle_one(projection, batch)
+            await self._handle_one(projection, items, cuts)
+
+    async def _apply_together(self, together: Sequence[Batch]) -> bool:
+        """Apply several projections' batches in one transaction; False when that failed
+        (nothing was applied: the caller goes projection by projection)."""
+        started = time.perf_counter()
+        try:
+            async with self.pool.connection() as conn:
+                await apply_together(conn, together)
+        except psycopg.Error as e:
+            log.info("batch not applied together; one projection at a time", error=str(e))
+            return False
+        APPLY_SECONDS.labels("together").observe(time.perf_counter() - started)
+        for b in together:
+            self.checkpoints[b.projection.name] = b.upto
+            _applied(b.projection.name, b.events, b.upto)
+        _log_traced(
+            max((b.events for b in together), key=len),
+            tuple(b.projection.name for b in together),
+        )
+        return True
 
     async def _handle_one(
-        self, projection: Projection, batch: Sequence[tuple[Envelope, Position]]
+        self, projection: Projection, items: Sequence[_Item], cuts: dict[Position, _Cut]
     ) -> None:
         for _attempt in range(3):
             checkpoint = self.checkpoints[projection.name]
-            fresh = [(e, prev) for e, prev in batch if e.at > checkpoint]
-            if not fresh:
+            cut = _cut_at(cuts, items, checkpoint)
+            if not cut.events:
                 break
-            if _contiguous(checkpoint, fresh):
-                await self._apply(projection, checkpoint, [e for e, _ in fresh])
+            if cut.contiguous:
+                await self._apply(projection, checkpoint, cut.events, cut.upto)
             else:
-                await self.catch_up(projection, until=fresh[-1][0].at, reason="gap")
-            if self.checkpoints[projection.name] >= fresh[-1][0].at:
+                await self.catch_up(projection, until=cut.upto, reason="gap")
+            if self.checkpoints[projection.name] >= cut.upto:
                 break
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -286,52 +332,68 @@ class ProjectionRunner:
 
     async def _follow(self, nc: NATS, stop: asyncio.Event) -> None:
         js = nc.jetstream()
-        sub = await js.pull_subscribe(
-            self.settings.subject_filter,
-            durable=self.durable,
-            stream=self.settings.nats_stream,
+        await self._ensure_consumer(js)
+        feed = PullFeed(nc, self.settings.nats_stream, self.durable, batch=self.fetch_batch)
+        await feed.start()
+        try:
+            # Events published before the consumer existed come from the store.
+            await self.catch_up_all("subscribed")
+            last_store_check = time.monotonic()
+            while not stop.is_set():
+                if not nc.is_connected:
+                    return
+                msgs = await feed.next_batch(self.quiet_s)
+                if not msgs:
+                    continue  # quiet: the store poller looks at PostgreSQL
+                batch = [parsed for parsed in map(_parse, msgs) if parsed is not None]
+                if len(batch) < len(msgs):
+                    await self.catch_up_all("bad_message")
+                if batch:
+                    await self.handle(batch)
+                await msgs[-1].ack()  # AckPolicy.ALL: every message before it too
+                if time.monotonic() - last_store_check > 5.0:
+                    # A busy stream is never quiet; still look at the store now and then.
+                    await self.catch_up_all("periodic")
+                    last_store_check = time.monotonic()
+        finally:
+            await feed.stop()
+
+    async def _ensure_consumer(self, js: JetStreamContext) -> None:
+        """Create the durable pull consumer unless it exists (its configuration is kept)."""
+        try:
+            await js.consumer_info(self.settings.nats_stream, self.durable)
+            return
+        except NotFoundError:
+            pass
+        await js.add_consumer(
+            self.settings.nats_stream,
             config=ConsumerConfig(
+                name=self.durable,
+                durable_name=self.durable,
+                filter_subject=self.settings.subject_filter,
                 ack_policy=AckPolicy.ALL,
                 deliver_policy=DeliverPolicy.NEW,
                 max_ack_pending=20_000,
                 ack_wait=30.0,
             ),
         )
-        # Events published before the consumer existed come from the store.
-        await self.catch_up_all("subscribed")
-        last_store_check = time.monotonic()
-        while not stop.is_set():
-            if not nc.is_connected:
-                return
-            try:
-                msgs = await sub.fetch(self.fetch_batch, timeout=self.quiet_s)
-            except TimeoutError:
-                msgs = []
-            if not msgs:
-                continue  # quiet: the store poller looks at PostgreSQL
-            batch = [parsed for parsed in map(_parse, msgs) if parsed is not None]
-            if len(batch) < len(msgs):
-                await self.catch_up_all("bad_message")
-            if batch:
-                await self.handle(batch)
-            await msgs[-1].ack()
-            if time.monotonic() - last_store_check > 5.0:
-                # A busy stream is never quiet; still look at the store now and then.
-                await self.catch_up_all("periodic")
-                last_store_check = time.monotonic()
 
 
-def _position(event: RecordedEvent | Envelope) -> Position:
-    return event.at
-
-
-def _applied(projection: str, events: Sequence[RecordedEvent | Envelope]) -> None:
-    APPLIED.labels(projection).inc(len(events))
-    last = events[-1]
-    PROJECTION_POSITION.labels(projection).set(last.at.position)
-    PROJECTION_LAG_SECONDS.labels(projection).set(
-        max(0.0, time.time() - last.recorded_at.timestamp())
+@functools.cache
+def _series(projection: str) -> tuple[Counter, Gauge, Gauge]:
+    """A projection's applied, position and lag series (labels() costs a lookup a call)."""
+    return (
+        APPLIED.labels(projection),
+        PROJECTION_POSITION.labels(projection),
+        PROJECTION_LAG_SECONDS.labels(projection),
     )
+
+
+def _applied(projection: str, events: Sequence[RecordedEvent | Envelope], upto: Position) -> None:
+    applied, position, lag = _series(projection)
+    applied.inc(len(events))
+    position.set(upto.position)
+    lag.set(max(0.0, time.time() - events[-1].recorded_at.timestamp()))
 
 
 def _log_traced(events: Sequence[RecordedEvent | Envelope], projections: Sequence[str]) -> None:
@@ -360,13 +422,31 @@ def _log_traced(events: Sequence[RecordedEvent | Envelope], projections: Sequenc
             )  # fmt: skip
 
 
-def _contiguous(checkpoint: Position, fresh: Sequence[tuple[Envelope, Position]]) -> bool:
-    expected = checkpoint
-    for envelope, prev in fresh:
-        if prev != expected:
-            return False
-        expected = envelope.at
-    return True
+_Item = tuple[Envelope, Position, Position]  # an event, its position, the one before it
+
+
+class _Cut(NamedTuple):
+    """What of a batch lies past a checkpoint, and whether it follows on from it."""
+
+    events: list[Envelope]
+    upto: Position
+    contiguous: bool
+
+
+def _cut_at(cuts: dict[Position, _Cut], items: Sequence[_Item], checkpoint: Position) -> _Cut:
+    """The batch's cut at `checkpoint`, remembered in `cuts` for the next projection there."""
+    cut = cuts.get(checkpoint)
+    if cut is None:
+        fresh = [item for item in items if item[1] > checkpoint]
+        expected, contiguous = checkpoint, True
+        for _, at, prev in fresh:
+            if prev != expected:
+                contiguous = False
+                break
+            expected = at
+        upto = fresh[-1][1] if fresh else checkpoint
+        cut = cuts[checkpoint] = _Cut([e for e, _, _ in fresh], upto, contiguous)
+    return cut
 
 
 def _parse(msg: Msg) -> tuple[Envelope, Position] | None:

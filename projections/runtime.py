@@ -190,42 +190,83 @@ async def apply_together(
 
     Projections receive events with their personal fields opened (infra.vault): clear text
     while the subject's key lives, `ERASED` once it is destroyed."""
-    wanted = [[envelope_of(e) for e in b.events if e.type in b.projection.types] for b in batches]
+    wanted = [[e for e in b.events if e.type in b.projection.types] for b in batches]
     opened = await _opened(conn, wanted)
+    claim, params = _claim(conn, batches, notify=notify)
     async with conn.pipeline(), conn.transaction():
-        # Losing this commit in a crash is harmless: rows and checkpoints go together, and
-        # the events are applied again from the store. No need to wait for fsync.
-        await conn.execute("SET LOCAL synchronous_commit = off")
+        await conn.execute(claim, params)
         for b, envelopes in zip(batches, opened, strict=True):
-            # The claim moves the checkpoint only from where we expect it (a concurrent
-            # applier waits on that row, then finds it moved) and otherwise aborts the
-            # transaction: we learn the outcome from the commit.
-            claim = sql.SQL(
-                "WITH claimed AS (UPDATE {}.checkpoint SET txid = %s::xid8, position = %s,"
-                " updated_at = now() WHERE id = 1 AND txid = %s::xid8 AND position = %s"
-                " RETURNING 1) SELECT hubbub_require(count(*) = 1, 'checkpoint moved') FROM claimed"
-            ).format(sql.Identifier(b.schema))
-            await conn.execute(
-                claim,
-                (str(b.upto.txid), b.upto.position, str(b.expected.txid), b.expected.position),
-            )
             if envelopes:
                 await b.projection.apply(conn, b.schema, envelopes)
-        if notify:
-            # One notification per position: "<name>,<name>,...:<token>" (listeners parse
-            # it with notified()); seven a batch cost the read API a sixth of its CPU.
-            for upto in sorted({b.upto for b in batches}):
-                names = ",".join(b.projection.name for b in batches if b.upto == upto)
-                await conn.execute(
-                    "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{names}:{upto.token()}")
-                )
+
+
+def _claim(
+    conn: psycopg.AsyncConnection[Any], batches: Sequence[Batch], *, notify: bool
+) -> tuple[bytes, list[Any]]:
+    """The statement that opens a batch's transaction: it claims every checkpoint, turns
+    off synchronous commit and queues the notifications, in one execution (a batch of a
+    few events is mostly per-statement costs).
+
+    - The claim moves a checkpoint only from where we expect it (a concurrent applier
+      waits on that row, then finds it moved) and otherwise aborts the transaction: we
+      learn the outcome from the commit.
+    - Losing this commit in a crash is harmless: rows and checkpoints go together, and
+      the events are applied again from the store. No need to wait for fsync.
+    - One notification per position: "<name>,<name>,...:<token>" (listeners parse it with
+      notified()); seven a batch cost the read API a sixth of its CPU. NOTIFY is
+      transactional: it is only sent if the batch commits.
+    """
+    params: list[Any] = []
+    for b in batches:
+        params += [str(b.upto.txid), b.upto.position, str(b.expected.txid), b.expected.position]
+    notices = sorted({b.upto for b in batches}) if notify else []
+    for upto in notices:
+        names = ",".join(b.projection.name for b in batches if b.upto == upto)
+        params += [NOTIFY_CHANNEL, f"{names}:{upto.token()}"]
+    key = (tuple(b.schema for b in batches), len(notices))
+    statement = _CLAIMS.get(key)
+    if statement is None:
+        statement = _CLAIMS[key] = _claim_statement(*key).as_bytes(conn)
+    return statement, params
+
+
+# Claim statements as the server reads them, by (schemas, notifications): composing and
+# quoting one costs more than executing it.
+_CLAIMS: dict[tuple[tuple[str, ...], int], bytes] = {}
+
+
+def _claim_statement(schemas: tuple[str, ...], notices: int) -> sql.Composed:
+    ctes = [
+        sql.SQL(
+            "c{} AS (UPDATE {}.checkpoint SET txid = %s::xid8, position = %s,"
+            " updated_at = now() WHERE id = 1 AND txid = %s::xid8 AND position = %s"
+            " RETURNING 1)"
+        ).format(sql.SQL(str(i)), sql.Identifier(schema))
+        for i, schema in enumerate(schemas)
+    ]
+    claimed = sql.SQL(" + ").join(
+        sql.SQL("(SELECT count(*) FROM c{})").format(sql.SQL(str(i))) for i in range(len(schemas))
+    )
+    selected = [
+        sql.SQL("hubbub_require({} = {}, 'checkpoint moved')").format(
+            claimed, sql.Literal(len(schemas))
+        ),
+        sql.SQL("set_config('synchronous_commit', 'off', true)"),
+        *[sql.SQL("pg_notify(%s, %s)")] * notices,
+    ]
+    return sql.SQL("WITH {} SELECT {}").format(
+        sql.SQL(", ").join(ctes), sql.SQL(", ").join(selected)
+    )
 
 
 async def _opened(
-    conn: psycopg.AsyncConnection[Any], wanted: list[list[Envelope]]
+    conn: psycopg.AsyncConnection[Any], wanted: list[list[RecordedEvent | Envelope]]
 ) -> list[Sequence[Envelope]]:
-    """Each batch's envelopes, opened; an event several projections read is opened once
-    (one key lookup for the whole batch, none when nothing in it is sealed)."""
-    unique = list({e.event_id: e for batch in wanted for e in batch}.values())
-    opened = {e.event_id: e for e in await open_envelopes(conn, unique)}
-    return [[opened[e.event_id] for e in batch] for batch in wanted]
+    """Each batch's envelopes, opened; an event several projections read is made an
+    envelope and opened once (one key lookup for the whole batch, none when nothing in it
+    is sealed)."""
+    # The projections' lists hold the same objects: one envelope for each of them.
+    unique = {id(e): e for batch in wanted for e in batch}
+    opened = await open_envelopes(conn, [envelope_of(e) for e in unique.values()])
+    by_id = dict(zip(unique, opened, strict=True))
+    return [[by_id[id(e)] for e in batch] for batch in wanted]
