@@ -43,11 +43,16 @@ _BACKWARD = (
     f"SELECT {_COLUMNS} FROM rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s"
     " ORDER BY seq DESC LIMIT %s"
 )
+# The reactions of the page the query beside it reads (the same window, order and limit),
+# so both go in one round trip.
 _REACTIONS = (
     "SELECT message_id, emoji, count(*), bool_or(user_id = %s), min(reacted_at) AS first"
-    " FROM rm_messages.reactions WHERE message_id = ANY(%s)"
-    " GROUP BY message_id, emoji ORDER BY message_id, first, emoji"
+    " FROM rm_messages.reactions WHERE message_id IN (SELECT message_id FROM"
+    " rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s ORDER BY seq {}"
+    " LIMIT %s) GROUP BY message_id, emoji ORDER BY message_id, first, emoji"
 )
+_REACTIONS_FORWARD = _REACTIONS.format("")
+_REACTIONS_BACKWARD = _REACTIONS.format("DESC")
 _RECEIPTS = (
     "SELECT user_id, last_read_seq, last_delivered_seq FROM rm_channels.members"
     " WHERE channel_id = %s"
@@ -80,17 +85,21 @@ async def list_messages(
     cid = parse_id(channel_id)
     if cid is None:
         raise Problem(404, "channel_not_found", "no such channel", headers=headers)
-    query = _FORWARD if direction == "after" else _BACKWARD
+    forward = direction == "after"
+    me = uuid.UUID(principal.user_id)
     async with services.pool.connection() as conn:
-        # One round trip for both: the page is dropped unless the channel is readable.
+        # One round trip for all three: the page is dropped unless the channel is readable.
         async with conn.pipeline():
-            channel = await conn.execute(ONE_SQL, (uuid.UUID(principal.user_id), cid), prepare=True)
-            page = await conn.execute(query, (cid, low, high, limit + 1), prepare=True)
+            channel = await conn.execute(ONE_SQL, (me, cid), prepare=True)
+            page = await conn.execute(_FORWARD if forward else _BACKWARD,
+                                      (cid, low, high, limit + 1), prepare=True)  # fmt: skip
+            reacted = await conn.execute(_REACTIONS_FORWARD if forward else _REACTIONS_BACKWARD,
+                                         (me, cid, low, high, limit), prepare=True)  # fmt: skip
         found = readable_row(await channel.fetchone(), principal, headers)
         rows = await page.fetchall()
         more = len(rows) > limit
-        rows = rows[:limit] if direction == "after" else rows[:limit][::-1]
-        reactions = await _reactions(conn, principal, [r[1] for r in rows])
+        rows = rows[:limit] if forward else rows[:limit][::-1]
+        reactions = _reactions(await reacted.fetchall())
         recipients = await _receipts(conn, cid) if found.channel.kind == "direct" else None
     items = []
     for seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted, erased in rows:
@@ -133,16 +142,11 @@ def _window(
     return ("after" if after is not None else "before"), low, high
 
 
-async def _reactions(
-    conn: AsyncConnection[Any], principal: Principal, message_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[dict[str, Any]]]:
+def _reactions(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID, list[dict[str, Any]]]:
     """Per message, its reactions: each emoji once with its count and whether the caller
     is among them, in the order the emojis were first used."""
     out: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    if not message_ids:
-        return out
-    cur = await conn.execute(_REACTIONS, (uuid.UUID(principal.user_id), message_ids), prepare=True)
-    for message_id, emoji, count, mine, _ in await cur.fetchall():
+    for message_id, emoji, count, mine, _ in rows:
         out.setdefault(message_id, []).append({"emoji": emoji, "count": count, "me": mine})
     return out
 
