@@ -256,15 +256,16 @@ async def _insert(
 ) -> None:
     s = sql.Identifier(schema)
     topics = sorted({topic for topic, *_ in made})
-    cur = await conn.execute(
+    # Both queries before either answer: one round trip (and one pipeline sync) for both.
+    numbered = await conn.execute(
         sql.SQL("SELECT topic, seq FROM {}.topics WHERE topic = ANY(%s)").format(s), (topics,)
     )
-    last = dict(await cur.fetchall())
-    cur = await conn.execute(
+    stored = await conn.execute(
         sql.SQL("SELECT event_id::text, topic, name FROM {}.frames WHERE event_id = ANY(%s::uuid[])").format(s),
         (sorted({e.event_id for _, _, e, _, _ in made}),),
     )  # fmt: skip
-    seen = {tuple(row) for row in await cur.fetchall()}
+    last = dict(await numbered.fetchall())
+    seen = {tuple(row) for row in await stored.fetchall()}
     rows = []
     for topic, kind, envelope, view, subject in made:
         if (envelope.event_id, topic, kind) in seen:
