@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -132,7 +134,7 @@ class PullFeed:
         self._msgs: list[Msg] = []
         self._arrived = asyncio.Event()
         self._request_no = 0
-        self._owed = 0  # messages the newest request may still deliver
+        self._owed = 0  # messages the open requests may still deliver
         self._heard = 0.0  # when the server last sent anything on the inbox
         self._ended: str | None = None  # why the server ended the newest request early
 
@@ -174,8 +176,10 @@ class PullFeed:
         silent = time.monotonic() - self._heard > self._silence_s
         if self._owed > self._batch // 2 and not silent:
             return
+        if silent:
+            self._owed = 0  # the open requests are lost
         self._request_no += 1
-        self._owed = self._batch
+        self._owed += self._batch
         self._heard = time.monotonic()  # the new request gets its own heartbeat period
         await self._nc.publish(
             self._next_subject, self._request, reply=f"{self._inbox}.{self._request_no}"
@@ -183,17 +187,105 @@ class PullFeed:
 
     async def _on_message(self, msg: Msg) -> None:
         self._heard = time.monotonic()
-        current = msg.subject.endswith(f".{self._request_no}")
         if msg.data or not msg.headers or "Status" not in msg.headers:
-            self._msgs.append(msg)  # an event (one of an older request's is still one)
-            if current:
-                self._owed -= 1
+            # An event (delivered under its own subject: which request it answers is not
+            # said, so the open requests' credit is counted as one).
+            self._msgs.append(msg)
+            self._owed -= 1
             self._arrived.set()
             return
-        if msg.headers["Status"] == "100":
+        status = msg.headers["Status"]
+        if status == "100":
             return  # an idle heartbeat: the request is alive
-        if current:
-            self._owed = 0  # the request is over: the next call asks again
-            if msg.headers["Status"] != "408":  # not its expiry: the server ended it
-                self._ended = f"{msg.headers['Status']} {msg.headers.get('Description', '')}"
-            self._arrived.set()
+        # The request is over: expired (408) or ended by the server. Its status says how
+        # many of its messages it will not deliver (none said: assume all of ours).
+        unsent = msg.headers.get("Nats-Pending-Messages")
+        self._owed = max(0, self._owed - int(unsent)) if unsent and unsent.isdigit() else 0
+        if status != "408" and msg.subject.endswith(f".{self._request_no}"):
+            self._ended = f"{status} {msg.headers.get('Description', '')}"
+        self._arrived.set()
+
+
+class _PubAckError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class PubAck(msgspec.Struct):
+    """JetStream's answer to one published message."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _PubAckError | None = None
+
+
+_PUB_ACK = msgspec.json.Decoder(PubAck)
+
+
+class AckedPublisher:
+    """Publishes batches on JetStream and waits for all their acknowledgements at once.
+
+    nats-py's `publish_async` makes a future, a semaphore wait, a token and a JSON parse
+    into a dataclass for each message; a relay publishing every event spends more on that
+    than on the messages. Here a batch's messages reply to `<inbox>.<batch>.<index>`, and
+    one callback counts the acknowledgements (decoded with msgspec) into one future.
+    """
+
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._batch_no = 0
+        self._acks: list[PubAck | None] = []
+        self._left = 0
+        self._done: asyncio.Future[None] | None = None
+
+    async def publish(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout_s: float
+    ) -> list[PubAck]:
+        """Publish (subject, payload, headers) in order; their acknowledgements in the same
+        order once JetStream acknowledged every one. NatsError when one was refused,
+        TimeoutError when they did not all come within `timeout_s` (publish again: the
+        stream drops repeats by Nats-Msg-Id)."""
+        if not messages:
+            return []
+        if self._sub is None:
+            self._sub = await self._nc.subscribe(self._inbox + ".*.*", cb=self._on_ack)
+        self._batch_no += 1
+        prefix = f"{self._inbox}.{self._batch_no}."
+        self._acks = [None] * len(messages)
+        self._left = len(messages)
+        done = self._done = asyncio.get_running_loop().create_future()
+        try:
+            for i, (subject, payload, headers) in enumerate(messages):
+                await self._nc.publish(subject, payload, reply=f"{prefix}{i}", headers=headers)
+            await asyncio.wait_for(done, timeout_s)
+        finally:
+            self._done = None  # late acknowledgements of this batch are dropped
+        return [ack for ack in self._acks if ack is not None]
+
+    async def _on_ack(self, msg: Msg) -> None:
+        done = self._done
+        batch, _, index = msg.subject[len(self._inbox) + 1 :].partition(".")
+        if done is None or done.done() or batch != str(self._batch_no):
+            return  # a batch given up on: it is published again
+        if not msg.data:  # a status: 503 when no stream listens on the subject
+            status = (msg.headers or {}).get("Status", "")
+            done.set_exception(NatsError(f"no acknowledgement: status {status}"))
+            return
+        try:
+            ack = _PUB_ACK.decode(msg.data)
+        except msgspec.DecodeError as e:
+            done.set_exception(NatsError(f"unreadable acknowledgement: {e}"))
+            return
+        if ack.error is not None:
+            done.set_exception(NatsError(f"published message refused: {ack.error.description}"))
+            return
+        i = int(index)
+        if self._acks[i] is None:
+            self._acks[i] = ack
+            self._left -= 1
+            if self._left == 0:
+                done.set_result(None)

@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from events.envelope import ENCODER, Metadata, Position, global_link
 from infra.db import configure, make_pool
 from infra.metrics import serve_metrics
-from infra.nats import connect, ensure_stream
+from infra.nats import AckedPublisher, connect, ensure_stream
 from infra.settings import Settings
 from infra.store import EventStore, RecordedEvent
 
@@ -96,6 +96,8 @@ class Relay:
         self.pool = pool
         self.store = EventStore(pool, notify=False)
         self.js = js
+        # nats-py's JetStream context keeps its client private; the publisher needs it.
+        self.publisher = AckedPublisher(js._nc)
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s
         self.busy_poll_s = busy_poll_s
@@ -218,21 +220,12 @@ class Relay:
 
     async def publish(self, events: Sequence[RecordedEvent], prev: Position) -> None:
         """Publish a batch in order and wait until JetStream acknowledged every message."""
-        futures = []
+        messages = []
         for event in events:
             subject = self.settings.subject(event.stream_id.split("-", 1)[0], event.type)
-            futures.append(
-                await self.js.publish_async(
-                    subject, ENCODER.encode(event.envelope()), headers=headers_for(event, prev)
-                )
-            )
+            messages.append((subject, ENCODER.encode(event.envelope()), headers_for(event, prev)))
             prev = event.at
-        try:
-            acks = await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout_s)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        acks = await self.publisher.publish(messages, self.ack_timeout_s)
         for ack in acks:
             if ack.stream != self.settings.nats_stream:
                 raise NatsError(
