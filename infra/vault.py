@@ -110,14 +110,51 @@ async def keys_of(
     }
 
 
+class KeyCache:
+    """Keys a reader of the log has looked up, so that a batch of events whose subjects it
+    knows costs no query. Sound for a reader that sees UserForgotten events (a projector of
+    a read model that erases): forgetting destroys the key *before* it appends
+    UserForgotten, so once the reader passes that event it must not open the user's values
+    any more, and `open_envelopes` drops the key there. A key is made before anything is
+    sealed with it and never remade, and a destroyed one stays so: nothing else can make
+    an entry wrong. Bounded: the oldest entries go first."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._keys: dict[str, bytes | None] = {}
+
+    def known(self, subjects: set[str]) -> dict[str, bytes | None]:
+        return {s: self._keys[s] for s in subjects if s in self._keys}
+
+    def remember(self, keys: dict[str, bytes | None]) -> None:
+        for subject, key in keys.items():
+            self._keys.pop(subject, None)
+            self._keys[subject] = key
+        while len(self._keys) > self.limit:
+            del self._keys[next(iter(self._keys))]
+
+    def forget(self, subject: str) -> None:
+        self._keys.pop(subject, None)
+        self._keys[subject] = None
+
+
 async def open_envelopes(
-    conn: psycopg.AsyncConnection[Any], envelopes: Sequence[Envelope]
+    conn: psycopg.AsyncConnection[Any],
+    envelopes: Sequence[Envelope],
+    cache: KeyCache | None = None,
 ) -> Sequence[Envelope]:
-    """`envelopes` with their personal fields opened (ERASED where the key is gone), for
-    readers that copy them into read models; the rest are passed through untouched."""
+    """`envelopes` (in log order) with their personal fields opened (ERASED where the key
+    is gone), for readers that copy them into read models; the rest are passed through
+    untouched. With a `cache`, keys it knows are not looked up (see KeyCache)."""
     docs: dict[int, dict[str, Any]] = {}
     subjects: set[str] = set()
     for i, envelope in enumerate(envelopes):
+        if envelope.type == "UserForgotten":
+            # The key was destroyed before this event was appended: nothing of theirs
+            # opens any more, here (the store says so too) or in later batches.
+            if cache is not None:
+                cache.forget(_FORGOTTEN.decode(envelope.data).user_id)
+            continue
         fields = PERSONAL.get(envelope.type)
         if fields is None:
             continue
@@ -128,7 +165,13 @@ async def open_envelopes(
             subjects.update(found)
     if not docs:
         return envelopes
-    keys = await keys_of(conn, subjects)
+    keys = cache.known(subjects) if cache is not None else {}
+    if missing := subjects - keys.keys():
+        looked_up: dict[str, bytes | None] = dict.fromkeys(missing)
+        looked_up.update(await keys_of(conn, missing))
+        if cache is not None:
+            cache.remember(looked_up)
+        keys.update(looked_up)
     opened = list(envelopes)
     for i, doc in docs.items():
         for field in PERSONAL[envelopes[i].type]:
@@ -140,6 +183,13 @@ async def open_envelopes(
 
 
 _ENCODER = msgspec.json.Encoder()
+
+
+class _Forgotten(msgspec.Struct):
+    user_id: str
+
+
+_FORGOTTEN = msgspec.json.Decoder(_Forgotten)
 
 
 class Vault:

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from events.envelope import ORIGIN, Envelope, Position
 from infra.store import RecordedEvent
-from infra.vault import open_envelopes
+from infra.vault import KeyCache, open_envelopes
 
 NOTIFY_CHANNEL = "hubbub_projection"
 
@@ -259,6 +259,12 @@ def _claim_statement(schemas: tuple[str, ...], notices: int) -> sql.Composed:
     )
 
 
+# The keys this process has looked up: a batch of known authors needs no key query. It
+# forgets a user's key as it passes their UserForgotten (see KeyCache for why that is
+# sound; a projector that reads no UserForgotten reads no personal field into its rows).
+_KEYS = KeyCache()
+
+
 async def _opened(
     conn: psycopg.AsyncConnection[Any], wanted: list[list[RecordedEvent | Envelope]]
 ) -> list[Sequence[Envelope]]:
@@ -267,6 +273,6 @@ async def _opened(
     is sealed)."""
     # The projections' lists hold the same objects: one envelope for each of them.
     unique = {id(e): e for batch in wanted for e in batch}
-    opened = await open_envelopes(conn, [envelope_of(e) for e in unique.values()])
+    opened = await open_envelopes(conn, [envelope_of(e) for e in unique.values()], _KEYS)
     by_id = dict(zip(unique, opened, strict=True))
     return [[by_id[id(e)] for e in batch] for batch in wanted]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import uuid
+from datetime import UTC, datetime
+from typing import Any
 
+import msgspec
 import pytest
 
+from events.envelope import Envelope
 from events.personal import ERASED, erased
-from infra.vault import PREFIX, open_with, seal_with, subject_of
+from infra.vault import PREFIX, KeyCache, open_envelopes, open_with, seal_with, subject_of
 
 ANN = "0192f0a0-0000-7000-8000-000000000001"
 BOB = "0192f0a0-0000-7000-8000-000000000002"
@@ -47,3 +52,34 @@ def test_plain_and_foreign_values_pass_through(value: str) -> None:
 @pytest.mark.parametrize("body", ["", "!!!", "AAAA", "A" * 40])
 def test_a_damaged_sealed_value_reads_as_erased(body: str) -> None:
     assert open_with(KEY, f"{PREFIX}{ANN}:{body}") == ERASED
+
+
+def _envelope(type_name: str, data: dict[str, object]) -> Envelope:
+    return Envelope(
+        event_id=str(uuid.uuid4()), stream_id="channel-x", stream_version=1, position="0" * 32,
+        type=type_name, schema_version=1, recorded_at=datetime.now(UTC),
+        data=msgspec.Raw(msgspec.json.encode(data)), metadata=msgspec.Raw(b"{}"),
+        prev_hash="", hash="",
+    )  # fmt: skip
+
+
+async def test_a_projector_cache_opens_known_keys_and_drops_them_at_user_forgotten() -> None:
+    cache = KeyCache()
+    cache.remember({ANN: KEY})
+    sent = _envelope("MessageSent", {"text": seal_with(KEY, ANN, "hi"), "author_id": ANN})
+    no_database: Any = None  # every key is known: nothing may be looked up
+    [opened] = await open_envelopes(no_database, [sent], cache)
+    assert msgspec.json.decode(opened.data)["text"] == "hi"
+    forgotten = _envelope("UserForgotten", {"user_id": ANN})
+    late = _envelope("MessageSent", {"text": seal_with(KEY, ANN, "late"), "author_id": ANN})
+    opened_late = await open_envelopes(no_database, [forgotten, late], cache)
+    assert msgspec.json.decode(opened_late[1].data)["text"] == ERASED
+    [again] = await open_envelopes(no_database, [sent], cache)  # and in later batches
+    assert msgspec.json.decode(again.data)["text"] == ERASED
+
+
+def test_the_cache_is_bounded() -> None:
+    cache = KeyCache(limit=2)
+    cache.remember({ANN: KEY, BOB: KEY})
+    cache.remember({"c": KEY})
+    assert cache.known({ANN, BOB, "c"}) == {BOB: KEY, "c": KEY}
