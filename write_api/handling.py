@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import random
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -65,9 +66,14 @@ class IdempotentRequest:
         return cls(scope, key, hmac.new(secret.encode(), material, hashlib.sha256).digest())
 
 
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def path_id(raw: str, code: str, detail: str) -> str:
     """An id from the path or body, canonical; 404 `code` for anything that is not a UUID
     (an id that cannot exist is as absent as one that does not)."""
+    if _CANONICAL_ID.fullmatch(raw):  # already as str(UUID(raw)) would write it
+        return raw
     try:
         return str(uuid.UUID(raw))
     except ValueError:

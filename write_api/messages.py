@@ -13,14 +13,14 @@ import msgspec
 from litestar import Request, Response, delete, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from uuid_utils.compat import uuid7
+from uuid_utils import uuid7  # its str() is the stdlib's, made in a tenth of the time
 
 from commands import channel as ch
 from events.channel import ChannelEvent, MessageSent, channel_stream
 from infra.auth import Principal
 from infra.authz import Action
 from infra.http import Problem
-from write_api.channels import admin_unless, channel_id_of, submit
+from write_api.channels import admin_unless, caller, channel_id_of, submit
 from write_api.handling import path_id, user_id_of
 from write_api.services import Services
 
@@ -70,10 +70,12 @@ def _sent(events: Sequence[ChannelEvent], _: object) -> dict[str, Any]:
 @post("/v1/channels/{channel_id:str}/messages", status_code=201, tags=["messages"],
       summary="Send a message", opt={"action": Action.CHAT})  # fmt: skip
 async def send_message(
-    request: Request[Any, Any, Any], channel_id: FromPath[str], data: JSONBody[SendBody],
-    services: NamedDependency[Services], principal: NamedDependency[Principal],
+    request: Request[Any, Any, Any], channel_id: FromPath[str], data: JSONBody[SendBody]
 ) -> Response[dict[str, Any]]:  # fmt: skip
     """201 `{message_id, seq, position}`; 403 not_a_member."""
+    # The busiest route takes its collaborators from the request, not as dependencies:
+    # resolving two per request costs Litestar more than the rest of the handler.
+    services, principal = Services.of(request.app), caller(request)
     cid = channel_id_of(channel_id)
     reply_to = None
     if data.reply_to is not None:
