@@ -8,12 +8,14 @@ blue-green rebuild can build a whole fresh schema and swap it in by renaming.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from events.envelope import ORIGIN, Envelope, Position
 from infra.store import RecordedEvent
@@ -193,11 +195,24 @@ async def apply_together(
     wanted = [[e for e in b.events if e.type in b.projection.types] for b in batches]
     opened = await _opened(conn, wanted)
     claim, params = _claim(conn, batches, notify=notify)
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(claim, params)
-        for b, envelopes in zip(batches, opened, strict=True):
-            if envelopes:
-                await b.projection.apply(conn, b.schema, envelopes)
+    # BEGIN and COMMIT are sent as statements, in the pipeline: psycopg's transaction()
+    # inside a pipeline syncs on entering and on leaving it (three round trips more for a
+    # batch of a handful of events). One sync, at the end, makes it one round trip (more
+    # only where a projection reads a result mid-batch). A failure leaves the transaction
+    # aborted (the server skips what follows it, COMMIT too): roll it back.
+    try:
+        async with conn.pipeline():
+            await conn.execute(b"BEGIN")
+            await conn.execute(claim, params)
+            for b, envelopes in zip(batches, opened, strict=True):
+                if envelopes:
+                    await b.projection.apply(conn, b.schema, envelopes)
+            await conn.execute(b"COMMIT")
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(b"ROLLBACK")
+        raise
 
 
 def _claim(
