@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -26,6 +27,24 @@ from write_api.passwords import Passwords
 from write_api.sequencer import Sequencer
 from write_api.services import Services, services
 from write_api.throttle import LoginThrottle, ThrottlePolicy
+
+# Objects the cyclic collector tracks, allocated and not yet freed, between two young
+# collections. The default (700) runs one every few commands, and every tenth of those
+# walks the older objects too: the channels' cached states, which grow with every message.
+# That cost a fifth of a send's CPU; most of what a request allocates is freed by reference
+# counting anyway, so a collection now and then finds as much.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+@contextlib.contextmanager
+def fewer_collections(young: int = GC_YOUNG_THRESHOLD) -> Iterator[None]:
+    """The cyclic collector's young threshold raised to `young` while the app runs."""
+    before = gc.get_threshold()
+    gc.set_threshold(young, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def create_app(
@@ -57,7 +76,8 @@ def create_app(
                 vault=await Vault.load(links.pool),
             )  # fmt: skip
             try:
-                yield
+                with fewer_collections():
+                    yield
             finally:
                 await sequencer.close()
                 await bids.close()
