@@ -1,0 +1,67 @@
+"""The pieces of a command's path through the write API that trade generality for speed."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from typing import Any
+
+import pytest
+from litestar import Litestar, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import JSONBody
+from litestar.testing import TestClient
+
+from infra.http import EXCEPTION_HANDLERS, Problem, guarding
+from write_api.app import fewer_collections
+from write_api.handling import path_id
+
+
+def test_path_id_keeps_canonical_ids_and_canonicalizes_the_rest() -> None:
+    canonical = str(uuid.uuid4())
+    assert path_id(canonical, "x_not_found", "no such x") == canonical
+    assert path_id(canonical.upper(), "x_not_found", "no such x") == canonical
+    assert path_id(canonical.replace("-", ""), "x_not_found", "no such x") == canonical
+    for bad in ("", "nope", canonical + "0", canonical[:-1] + "g"):
+        with pytest.raises(Problem) as raised:
+            path_id(bad, "x_not_found", "no such x")
+        assert (raised.value.status, raised.value.code) == (404, "x_not_found")
+
+
+def test_guards_run_before_the_body_is_read_with_the_route_handler() -> None:
+    seen: list[str] = []
+
+    def sync_guard(_: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        seen.append(f"sync {handler.handler_name}")
+
+    async def async_guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        seen.append(f"async {handler.handler_name}")
+        if connection.headers.get("authorization") != "yes":
+            raise Problem(401, "unauthorized", "an access token is required")
+
+    @post("/things", status_code=201)
+    async def make_thing(data: JSONBody[dict[str, int]]) -> dict[str, int]:
+        return data
+
+    app = Litestar(
+        route_handlers=[make_thing],
+        before_request=guarding([sync_guard, async_guard]),
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    with TestClient(app) as client:
+        refused = client.post("/things", content=b"{not json")
+        assert refused.status_code == 401  # the guard, not the malformed body, answers
+        assert refused.json()["code"] == "unauthorized"
+        made = client.post("/things", json={"n": 1}, headers={"Authorization": "yes"})
+        assert made.status_code == 201 and made.json() == {"n": 1}
+    assert seen == ["sync make_thing", "async make_thing"] * 2
+
+
+def test_fewer_collections_while_the_app_runs_then_as_before() -> None:
+    before = gc.get_threshold()
+    with fewer_collections(12_345):
+        assert gc.get_threshold() == (12_345, *before[1:])
+    assert gc.get_threshold() == before
