@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ APPENDS = Counter(
     "Appends (one transaction each) by outcome: ok, duplicate, conflict or failed",
     ["outcome"],
 )
-for _outcome in ("ok", "duplicate", "conflict", "failed"):
-    APPENDS.labels(_outcome)  # every series exists from the start, at 0
+# Bound once: labels() takes a lock and a lookup every call.
+_OK, _DUPLICATE, _CONFLICT, _FAILED = (
+    APPENDS.labels(o) for o in ("ok", "duplicate", "conflict", "failed")
+)  # every series exists from the start, at 0
 APPENDED_EVENTS = Counter("hubbub_store_appended_events_total", "Events appended")
 APPEND_SECONDS = Histogram(
     "hubbub_store_append_seconds",
@@ -100,10 +103,10 @@ class DuplicateKey(StoreError):
     appended. Look the keys up again."""
 
 
-@dataclass(frozen=True)
-class AppendResult:
+class AppendResult(msgspec.Struct, frozen=True, gc=False):
     """What an append did. With `duplicate`, nothing was appended and `stored_*` hold the
-    first request's fingerprint and response."""
+    first request's fingerprint and response. (A Struct: it builds in a tenth of a frozen
+    dataclass's time, one per append.)"""
 
     txid: int
     positions: list[int]
@@ -243,40 +246,51 @@ _IDEM_MANY_CTE: Final = """, idem AS (
 )"""
 
 _GENESIS_SQL: Final = "'\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea"
-_HEAD_LOOKUP: Final = f"""
-    SELECT coalesce(h.stream_version, 0) AS v, coalesce(h.hash, {_GENESIS_SQL}) AS h
-    FROM (SELECT 1) AS one
-    LEFT JOIN LATERAL (
-        SELECT stream_version, hash FROM events WHERE stream_id = %s
-        ORDER BY stream_version DESC LIMIT 1
-    ) AS h ON true"""
-_APPEND_ONE_SQL: Final = """
-WITH head AS ({head}
-), ins AS (
-    INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
-                        recorded_at, data, metadata, prev_hash, hash)
-    SELECT %s, %s, split_part(%s, '-', 1), head.v + 1, %s, %s, now(), %s::json, %s::json,
-           head.h,
-           sha256(head.h || int8send(head.v + 1)
-                  || int8send((extract(epoch FROM now()) * 1000000)::bigint) || %s)
-    FROM head
-    WHERE %s::bigint = -1 OR head.v = %s::bigint
-    RETURNING position, stream_version, recorded_at
-){idem}
-SELECT pg_current_xact_id(), ins.position, ins.stream_version, ins.recorded_at FROM ins
-"""
+# One event: one statement, each parameter once (a row `p` of them). The stream's head (its
+# last version and hash, or 0 and the genesis hash) must be at the expected version, or
+# nothing is inserted and no row returned (a caller's transaction stays usable); the hash
+# is chained as chain_hash does it. A top-level INSERT ... RETURNING, not a CTE: no
+# tuplestore for the one row.
+_INSERT_ONE_SQL: Final = f"""
+INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
+                    recorded_at, data, metadata, prev_hash, hash)
+SELECT p.eid, p.sid, split_part(p.sid, '-', 1), head.v + 1, p.typ, p.sv, now(), p.dat, p.meta,
+       head.h,
+       sha256(head.h || int8send(head.v + 1)
+              || int8send((extract(epoch FROM now()) * 1000000)::bigint) || p.digest)
+FROM (SELECT %s::uuid, %s::text, %s::bigint, %s::text, %s::integer, %s::json, %s::json, %s::bytea)
+     AS p(eid, sid, expected, typ, sv, dat, meta, digest)
+LEFT JOIN LATERAL (
+    SELECT stream_version, hash FROM events WHERE stream_id = p.sid
+    ORDER BY stream_version DESC LIMIT 1
+) AS last ON true
+CROSS JOIN LATERAL (
+    SELECT coalesce(last.stream_version, 0) AS v, coalesce(last.hash, {_GENESIS_SQL}) AS h
+) AS head
+WHERE p.expected = -1 OR head.v = p.expected
+RETURNING txid, position, stream_version, recorded_at{{hint}}"""
 # Without a key the idempotency CTE still costs ~10 us of server CPU: left out then.
-_IDEM_CTE: Final = """, idem AS (
+_IDEM_ONE_SQL: Final = """
+WITH ins AS ({insert}
+), idem AS (
     INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
     SELECT %s, %s, %s, %s, ins.position FROM ins
-)"""
-# With or without an idempotency key; parameters in order of appearance, see _append_one.
-_APPEND_ONE: Final = {
-    idem: _APPEND_ONE_SQL.replace("{head}", _HEAD_LOOKUP).replace(
-        "{idem}", _IDEM_CTE if idem else ""
-    )
-    for idem in (False, True)
-}
+)
+SELECT txid, position, stream_version, recorded_at FROM ins"""
+# The hint an append may carry (see AppendNotifier): PostgreSQL delivers it at the commit,
+# and only when the row was inserted.
+_NOTIFY: Final = "pg_notify('hubbub_events', '')"
+
+
+def _append_one_sql(idem: bool, hint: bool) -> bytes:
+    insert = _INSERT_ONE_SQL.replace("{hint}", f", {_NOTIFY}" if hint else "")
+    return (_IDEM_ONE_SQL.replace("{insert}", insert) if idem else insert).encode()
+
+
+# By (with an idempotency key, with the hint); as bytes, which psycopg neither encodes nor
+# hashes again each time. Parameters: event id, stream, expected version, type, schema
+# version, data, metadata, content digest[, scope, key, request hash, response].
+_APPEND_ONE: Final = {(i, h): _append_one_sql(i, h) for i in (False, True) for h in (False, True)}
 
 # Only transactions that have ended lie below our snapshot's xmin: nothing can appear
 # there any more, so reading up to it never skips an event committed late.
@@ -381,42 +395,111 @@ async def batches_read_ahead(
 
 
 class AppendNotifier:
-    """Wakes tailing readers (the relay) after appends, with NOTIFY hubbub_events.
+    """Wakes tailing readers (the relay) after appends, with NOTIFY hubbub_events. A hint
+    only: the relay polls as well.
 
-    A NOTIFY inside the append would make PostgreSQL serialise every appending commit on
-    one lock (and lose group commit); so the notification is sent after the commit, on its
-    own, and coalesced: at most one in flight and one per `interval`; a busy relay polls
-    rather than waits, so it only needs the hint when it has gone idle. A hint only: the
-    relay polls as well.
+    A NOTIFY in every append would make PostgreSQL serialise the appending commits on one
+    lock (and lose group commit), and one sent on its own after each would take pool
+    connections from the writers. So hints are coalesced, at most one per `interval`. The
+    single-event append that finds one due carries it (`claim`): its statement notifies,
+    and PostgreSQL delivers the hint at its commit, with no statement or connection of its
+    own. A hint covers the appends that ended before it was claimed; the others leave one
+    owed (`poke`), which a background task sends on a pool connection when no append has
+    carried one for `interval` + `grace`: at the end of a burst, or at once when idle.
     """
 
-    def __init__(self, pool: AsyncConnectionPool, interval: float = 0.005) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, interval: float = 0.005, grace: float = 0.001
+    ) -> None:
         self.pool = pool
         self.interval = interval
-        self._wanted = asyncio.Event()
+        self.grace = grace
+        self._claimed = -math.inf  # time.monotonic() of the last hint claimed or sent
+        self._owed = -math.inf  # of the last append that no hint may cover
         self._task: asyncio.Task[None] | None = None
 
+    def claim(self) -> bool:
+        """Whether the append about to be sent is to carry the hint (one is due); if it
+        then fails, it must `poke`."""
+        now = time.monotonic()
+        if now - self._claimed < self.interval:
+            return False
+        self._claimed = now
+        return True
+
     def poke(self) -> None:
-        self._wanted.set()
+        """An append ended that no hint may cover, or a claimed hint did not go out: make
+        sure one follows."""
+        self._owed = time.monotonic()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
-            await self._wanted.wait()
-            self._wanted.clear()
+        while self._owed >= self._claimed:
+            wait = self._claimed + self.interval + self.grace - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # an append may carry it meanwhile
+                continue
+            self._claimed = time.monotonic()
             try:
                 async with self.pool.connection() as conn:
-                    await conn.execute("SELECT pg_notify('hubbub_events', '')")
+                    await conn.execute(f"SELECT {_NOTIFY}")
             except (psycopg.Error, PoolClosed, PoolTimeout):
                 return  # a hint only: the relay's polling covers for it
-            await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The events of a multi-event append, column by column, as _append_many sends them."""
+
+    streams: list[str]
+    expected: list[int]
+    stream_ids: list[str]
+    event_ids: list[UUID]
+    types: list[str]
+    schema_versions: list[int]
+    data: list[str]
+    metadata: list[str]
+    digests: list[bytes]
+
+    @classmethod
+    def of(cls, appends: Sequence[StreamAppend]) -> _Columns:
+        """ValueError when a stream appears twice or there is no event at all."""
+        c = cls([], [], [], [], [], [], [], [], [])
+        for a in appends:
+            if a.stream_id in c.streams:
+                raise ValueError(f"stream {a.stream_id} appears twice in one append")
+            c.streams.append(a.stream_id)
+            c.expected.append(a.expected)
+            for e in a.events:
+                c.stream_ids.append(a.stream_id)
+                c.event_ids.append(e.event_id)
+                c.types.append(e.type)
+                c.schema_versions.append(e.schema_version)
+                c.data.append(e.data.decode())
+                c.metadata.append(e.metadata.decode())
+                c.digests.append(
+                    content_digest(
+                        e.event_id, a.stream_id, e.type, e.schema_version, e.data, e.metadata
+                    )
+                )
+        if not c.event_ids:
+            raise ValueError("an append needs at least one event")
+        return c
+
+
+async def _version(conn: psycopg.AsyncConnection[Any], stream_id: str) -> int:
+    cur = await conn.execute(
+        "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = %s", (stream_id,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 class EventStore:
@@ -440,55 +523,32 @@ class EventStore:
         with several, raises DuplicateKey. With `conn`, the append joins that connection's
         open transaction.
         """
-        streams: list[str] = []
-        expected: list[int] = []
-        stream_ids: list[str] = []
-        event_ids: list[UUID] = []
-        types: list[str] = []
-        schema_versions: list[int] = []
-        data: list[str] = []
-        metadata: list[str] = []
-        digests: list[bytes] = []
-        for a in appends:
-            if a.stream_id in streams:
-                raise ValueError(f"stream {a.stream_id} appears twice in one append")
-            streams.append(a.stream_id)
-            expected.append(a.expected)
-            for e in a.events:
-                stream_ids.append(a.stream_id)
-                event_ids.append(e.event_id)
-                types.append(e.type)
-                schema_versions.append(e.schema_version)
-                data.append(e.data.decode())
-                metadata.append(e.metadata.decode())
-                digests.append(
-                    content_digest(
-                        e.event_id, a.stream_id, e.type, e.schema_version, e.data, e.metadata
-                    )
-                )
-        if not event_ids:
-            raise ValueError("an append needs at least one event")
         keys = (
             [] if idempotency is None
             else [idempotency] if isinstance(idempotency, Idempotency)
             else list(idempotency)
         )  # fmt: skip
+        # One event under at most one key, the hot path: one statement, no lists. Outside
+        # a caller's transaction it may carry the relay's hint (see AppendNotifier).
+        one = len(appends) == 1 and len(appends[0].events) == 1 and len(keys) <= 1
+        columns = None if one else _Columns.of(appends)
+        notifier = self.notifier
+        hint = one and conn is None and notifier is not None and notifier.claim()
         started = time.perf_counter()
         try:
-            if len(event_ids) == 1 and len(keys) <= 1:
-                result = await self._append_one(streams[0], expected[0], data, metadata,
-                                                event_ids[0], types[0], schema_versions[0],
-                                                digests[0], keys[0] if keys else None, conn)  # fmt: skip
+            if columns is None:
+                result = await self._append_one(appends[0], keys[0] if keys else None, hint, conn)
             else:
-                result = await self._append_many(
-                    streams, expected, stream_ids, event_ids, types, schema_versions, data,
-                    metadata, digests, keys, conn,
-                )  # fmt: skip
+                result = await self._append_many(columns, keys, conn)
         except psycopg.Error as e:
             APPEND_SECONDS.observe(time.perf_counter() - started)
+            if hint and notifier is not None:
+                notifier.poke()  # the hint it claimed did not go out
+            streams = [a.stream_id for a in appends]
+            expected = [a.expected for a in appends]
             conflict = _conflict(e, streams, expected)
             if conflict is not None:
-                APPENDS.labels("conflict").inc()
+                _CONFLICT.inc()
                 if e.sqlstate == "23505" and conn is None:
                     # The index names the version we collided with; say where it is now.
                     actual = await self.version_of(conflict.stream_id)
@@ -496,85 +556,63 @@ class EventStore:
                 raise conflict from e
             if e.sqlstate == "23505" and e.diag.constraint_name == "idempotency_keys_pkey":
                 if len(keys) > 1:
-                    APPENDS.labels("duplicate").inc()
+                    _DUPLICATE.inc()
                     raise DuplicateKey(str(e)) from e
                 stored = await self.find_idempotent(keys[0].scope, keys[0].key)
                 if stored is not None:
-                    APPENDS.labels("duplicate").inc()
+                    _DUPLICATE.inc()
                     return stored
-            APPENDS.labels("failed").inc()
+            _FAILED.inc()
             raise StoreUnavailable(str(e)) from e
+        except BaseException:
+            if hint and notifier is not None:
+                notifier.poke()  # cancelled, say: the hint may not have gone out
+            raise
         APPEND_SECONDS.observe(time.perf_counter() - started)
         if result.duplicate:
-            APPENDS.labels("duplicate").inc()
+            _DUPLICATE.inc()
         else:
-            APPENDS.labels("ok").inc()
-            APPENDED_EVENTS.inc(len(event_ids))
-            if self.notifier is not None:
-                self.notifier.poke()
+            _OK.inc()
+            APPENDED_EVENTS.inc(1 if columns is None else len(columns.event_ids))
+            if notifier is not None and not hint:
+                notifier.poke()
         return result
 
     async def _append_one(
         self,
-        stream: str,
-        expected: int,
-        data: list[str],
-        metadata: list[str],
-        event_id: UUID,
-        type: str,
-        schema_version: int,
-        digest: bytes,
+        append: StreamAppend,
         idem: Idempotency | None,
+        hint: bool,
         given: psycopg.AsyncConnection[Any] | None,
     ) -> AppendResult:
-        # (stream, event_id, stream, stream, type, schema_version, data, metadata, digest,
-        #  expected, expected[, idempotency]) in the order the statement names them.
+        stream, expected, e = append.stream_id, append.expected, append.events[0]
+        digest = content_digest(e.event_id, stream, e.type, e.schema_version, e.data, e.metadata)
         params: tuple[Any, ...] = (
-            stream, event_id, stream, stream, type, schema_version, data[0], metadata[0], digest,
-            expected, expected,
+            e.event_id, stream, expected, e.type, e.schema_version, e.data.decode(),
+            e.metadata.decode(), digest,
         )  # fmt: skip
         if idem is not None:
             params += (idem.scope, idem.key, idem.request_hash, idem.response.decode())
-        query = _APPEND_ONE[idem is not None]
+        query = _APPEND_ONE[idem is not None, hint]
         if given is None:
             async with self.pool.connection() as conn:  # the hot path: no extra wrapper
-                return await self._execute_one(conn, query, params, stream, expected)
-        return await self._execute_one(given, query, params, stream, expected)
-
-    async def _execute_one(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        query: str,
-        params: tuple[Any, ...],
-        stream: str,
-        expected: int,
-    ) -> AppendResult:
-        cur = await conn.execute(query, params, prepare=True)
-        row = await cur.fetchone()
-        if row is None:
-            cur = await conn.execute(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = %s",
-                (stream,),
-            )
-            actual = await cur.fetchone()
-            raise ConcurrencyError(stream, expected, actual[0] if actual else 0)
-        txid, position, version, recorded_at = row
-        return AppendResult(txid, [position], [version], recorded_at)
+                cur = await conn.execute(query, params, prepare=True)
+                row = await cur.fetchone()
+                if row is None:
+                    raise ConcurrencyError(stream, expected, await _version(conn, stream))
+        else:
+            cur = await given.execute(query, params, prepare=True)
+            row = await cur.fetchone()
+            if row is None:
+                raise ConcurrencyError(stream, expected, await _version(given, stream))
+        return AppendResult(row[0], [row[1]], [row[2]], row[3])
 
     async def _append_many(
-        self,
-        streams: list[str],
-        expected: list[int],
-        stream_ids: list[str],
-        event_ids: list[UUID],
-        types: list[str],
-        schema_versions: list[int],
-        data: list[str],
-        metadata: list[str],
-        digests: list[bytes],
-        keys: list[Idempotency],
-        given: psycopg.AsyncConnection[Any] | None,
+        self, c: _Columns, keys: list[Idempotency], given: psycopg.AsyncConnection[Any] | None
     ) -> AppendResult:
+        streams, expected, stream_ids, event_ids = c.streams, c.expected, c.stream_ids, c.event_ids
+        types, schema_versions, data, metadata = c.types, c.schema_versions, c.data, c.metadata
+        digests = c.digests
         async with self._connection(given) as conn, conn.pipeline(), conn.transaction():
             cur = await conn.execute(_HEADS_SQL, (streams,))
             rows = await cur.fetchall()
@@ -625,12 +663,7 @@ class EventStore:
     async def version_of(self, stream_id: str) -> int:
         """How many events the stream has (0: it does not exist)."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = %s",
-                (stream_id,),
-            )
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+            return await _version(conn, stream_id)
 
     async def find_idempotent(self, scope: str, key: str) -> AppendResult | None:
         """The first result recorded under an idempotency key, if the key was used."""

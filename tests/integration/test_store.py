@@ -13,6 +13,7 @@ from events.envelope import GENESIS_HASH, chain_hash, content_digest, micros
 from infra.store import (
     ANY,
     NO_STREAM,
+    AppendNotifier,
     ConcurrencyError,
     DuplicateKey,
     EventStore,
@@ -211,3 +212,25 @@ async def test_events_cannot_be_updated_deleted_or_truncated(
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             await conn.execute("TRUNCATE events")
     assert len(await store.read_stream(stream)) == 1
+
+
+async def test_appends_wake_a_listener_and_a_burst_ends_with_a_hint(
+    shared_pool: AsyncConnectionPool, database_url: str
+) -> None:
+    store = EventStore(shared_pool)
+    store.notifier = AppendNotifier(shared_pool, interval=0.3)  # long enough to tell apart
+    stream = f"test-{uuid.uuid4()}"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+        await listener.execute("LISTEN hubbub_events")
+
+        async def hints(seconds: float) -> int:
+            return len([n async for n in listener.notifies(timeout=seconds, stop_after=1)])
+
+        # the first append carries the hint: delivered at its commit, long before the
+        # background task could send one (0.3 s on)
+        await store.append([StreamAppend(stream, NO_STREAM, [new_event(1)])])
+        assert await hints(0.2) == 1
+        # the next, within the interval, leaves one owed: the task sends it after the burst
+        await store.append([StreamAppend(stream, 1, [new_event(2)])])
+        assert await hints(5) == 1
+        await store.notifier.close()
