@@ -1,11 +1,12 @@
 """The relay: tails the event store in commit-safe order and publishes every event on
 JetStream, in order, exactly as stored.
 
-- Its checkpoint advances in PostgreSQL only after JetStream acknowledged the whole batch;
-  a crash in between republishes, and JetStream drops the copies by Nats-Msg-Id.
+- Its checkpoint advances in PostgreSQL only after JetStream acknowledged the whole batch
+  (while busy, at most every `checkpoint_every_s`: a crash republishes what came after the
+  last one, and JetStream drops the copies by Nats-Msg-Id).
 - Exactly one relay is active: leadership is a session advisory lock; others wait for it.
 - It keeps the global hash chain (events.envelope.global_link) over every event in
-  commit-safe order, anchored once per batch in relay_chain.
+  commit-safe order, anchored in relay_chain with every checkpoint.
 - Each message carries its position and the position of the event before it
   (Hubbub-Prev), so a consumer can tell a gap or a repeat from the next event.
 """
@@ -91,6 +92,7 @@ class Relay:
         idle_poll_s: float = 0.5,
         busy_poll_s: float = 0.0005,
         ack_timeout_s: float = 5.0,
+        checkpoint_every_s: float = 0.05,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -102,6 +104,7 @@ class Relay:
         self.idle_poll_s = idle_poll_s
         self.busy_poll_s = busy_poll_s
         self.ack_timeout_s = ack_timeout_s
+        self.checkpoint_every_s = checkpoint_every_s
         self.leading = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -120,10 +123,17 @@ class Relay:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
-        async with await psycopg.AsyncConnection.connect(
-            self.settings.database_url, autocommit=True, application_name="hubbub-relay-leader"
-        ) as leader:
+        url = self.settings.database_url
+        async with (
+            await psycopg.AsyncConnection.connect(
+                url, autocommit=True, application_name="hubbub-relay-leader"
+            ) as leader,
+            await psycopg.AsyncConnection.connect(
+                url, autocommit=True, application_name="hubbub-relay-checkpoint"
+            ) as writer,
+        ):
             configure(leader)
+            configure(writer)
             while not stop.is_set():
                 cur = await leader.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
                 row = await cur.fetchone()
@@ -136,48 +146,68 @@ class Relay:
             log.info("relay is the leader")
             self.leading.set()
             await leader.execute("LISTEN hubbub_events")
-            # Checkpoints are written on this connection, with asynchronous commit: one lost
-            # in a crash only means republishing, which JetStream and consumers absorb.
-            await leader.execute("SET synchronous_commit = off")
-            checkpoint = await self.load_checkpoint()
-            last_busy = time.monotonic()
-            empty_reads = 0
-            # The checkpoint of one batch is written while the next is read and published;
-            # writes stay in order (each awaits the one before), and each is fenced.
-            saving: asyncio.Task[None] | None = None
-            try:
-                while not stop.is_set():
-                    events = await self.store.read_all(checkpoint.at, limit=self.batch_size)
-                    if events:
-                        await self._publish_with_retry(checkpoint.at, events, stop)
-                        advanced = advance(checkpoint, events)
-                        if saving is not None:
-                            await saving
-                        saving = asyncio.create_task(
-                            self.write_checkpoint(leader, checkpoint, advanced)
-                        )
-                        checkpoint = advanced
-                        last_busy = time.monotonic()
-                        empty_reads = 0
-                        continue
-                    RELAY_LAG_SECONDS.set(0.0)  # nothing left to publish
-                    # Recently busy: more events are likely on their way, and the writers'
-                    # NOTIFY comes at most every 5 ms; so poll, soon at first, then less often
-                    # (busy_poll_s doubling up to 4 ms), waking early for a NOTIFY. Idle:
-                    # wait for a NOTIFY, poll as a fallback.
-                    if saving is not None:
-                        await saving  # the NOTIFY wait holds the leader connection
-                        saving = None
-                    if time.monotonic() - last_busy < 0.25:
-                        empty_reads += 1
-                        await self._wait_for_notify(
-                            leader, min(self.busy_poll_s * 2**empty_reads, 0.004)
-                        )
-                    else:
-                        await self._wait_for_notify(leader, self.idle_poll_s)
-            finally:
-                if saving is not None:
-                    await saving
+            # Checkpoints are written with asynchronous commit, on a connection of their own
+            # (the leader's waits for NOTIFYs): one lost in a crash only means republishing,
+            # which JetStream and consumers absorb.
+            await writer.execute("SET synchronous_commit = off")
+            await self._publish_loop(stop, leader, writer)
+
+    async def _publish_loop(
+        self,
+        stop: asyncio.Event,
+        leader: psycopg.AsyncConnection[Any],
+        writer: psycopg.AsyncConnection[Any],
+    ) -> None:
+        checkpoint = saved = await self.load_checkpoint()
+        saved_at = last_busy = time.monotonic()
+        empty_reads = 0
+        # Checkpoints are written while the next batches are read and published, at most
+        # one every checkpoint_every_s while busy (a batch at 1,000 events/s holds a few
+        # events: a write each would cost more than their publishing), and at once when
+        # the relay goes idle. Writes stay in order (one at a time), and each is fenced.
+        saving: asyncio.Task[None] | None = None
+
+        async def save(*, now: bool) -> None:
+            nonlocal saving, saved, saved_at
+            if saving is not None:
+                if not saving.done() and not now:
+                    return
+                await saving  # raises LostLeadership if the fence stopped it
+                saving = None
+            if checkpoint != saved and (
+                now or time.monotonic() - saved_at >= self.checkpoint_every_s
+            ):
+                saving = asyncio.create_task(self.write_checkpoint(writer, saved, checkpoint))
+                saved, saved_at = checkpoint, time.monotonic()
+
+        try:
+            while not stop.is_set():
+                events = await self.store.read_all(checkpoint.at, limit=self.batch_size)
+                if events:
+                    await self._publish_with_retry(checkpoint.at, events, stop)
+                    checkpoint = advance(checkpoint, events)
+                    await save(now=False)
+                    last_busy = time.monotonic()
+                    empty_reads = 0
+                    continue
+                RELAY_LAG_SECONDS.set(0.0)  # nothing left to publish
+                # Recently busy: more events are likely on their way, and the writers'
+                # NOTIFY comes at most every 5 ms; so poll, soon at first, then less often
+                # (busy_poll_s doubling up to 4 ms), waking early for a NOTIFY. Idle:
+                # wait for a NOTIFY, poll as a fallback.
+                if time.monotonic() - last_busy < 0.25:
+                    await save(now=False)
+                    empty_reads += 1
+                    await self._wait_for_notify(
+                        leader, min(self.busy_poll_s * 2**empty_reads, 0.004)
+                    )
+                else:
+                    await save(now=True)
+                    await self._wait_for_notify(leader, self.idle_poll_s)
+        finally:
+            await save(now=True)
+            if saving is not None:
+                await saving
 
     async def _wait_for_notify(
         self, leader: psycopg.AsyncConnection[object], seconds: float

@@ -16,11 +16,11 @@ import pytest_asyncio
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
+from events.envelope import ORIGIN, Position
 from infra.bootstrap import create_read_api as read_app
 from infra.db import make_pool
 from infra.relay import Relay, connect_jetstream
 from infra.settings import Settings
-from infra.store import EventStore
 from projections.runner import ProjectionRunner
 from write_api.app import create_app as write_app
 
@@ -115,7 +115,16 @@ async def hubbub(stack: Stack, *args: str) -> Ran:
 
 async def relay_caught_up(pool: AsyncConnectionPool, seconds: float = 5.0) -> None:
     """Wait until the relay has published (and anchored) everything in the store now."""
-    head = await EventStore(pool, notify=False).head()
+    # The last event committed, commit-safe or not yet: EventStore.head() stops below the
+    # oldest running transaction, so while some other one runs it can name a position the
+    # relay has long passed, and this would return before the relay saw the newest event.
+    async with pool.connection() as conn:
+        last = await (
+            await conn.execute(
+                "SELECT txid, position FROM events ORDER BY txid DESC, position DESC LIMIT 1"
+            )
+        ).fetchone()
+    head = Position(last[0], last[1]) if last else ORIGIN
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         async with pool.connection() as conn:
