@@ -7,14 +7,16 @@ import uuid
 from typing import Any
 
 import pytest
-from litestar import Litestar, post
+from litestar import Litestar, Response, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 from litestar.testing import TestClient
 
 from infra.http import EXCEPTION_HANDLERS, Problem, guarding
 from write_api.app import fewer_collections
+from write_api.channels import Answer
 from write_api.handling import path_id
 
 
@@ -58,6 +60,29 @@ def test_guards_run_before_the_body_is_read_with_the_route_handler() -> None:
         made = client.post("/things", json={"n": 1}, headers={"Authorization": "yes"})
         assert made.status_code == 201 and made.json() == {"n": 1}
     assert seen == ["sync make_thing", "async make_thing"] * 2
+
+
+def test_a_command_answer_is_what_litestar_would_send() -> None:
+    body = {"message_id": str(uuid.uuid4()), "seq": 7, "position": "00ff" * 8}
+
+    @post("/general", status_code=201)
+    async def general() -> Response[dict[str, Any]]:
+        return Response(body, status_code=201, headers={"X-Position": "00ff" * 8})
+
+    @post("/lean", status_code=201)
+    async def lean() -> Response[dict[str, Any]]:
+        return Answer(body, status_code=201, headers={"X-Position": "00ff" * 8})
+
+    @post("/lean-with-cookie", status_code=201)
+    async def with_cookie() -> Response[dict[str, Any]]:
+        return Answer(body, status_code=201, cookies=[Cookie(key="k", value="v")])
+
+    app = Litestar(route_handlers=[general, lean, with_cookie])
+    with TestClient(app) as client:
+        expected, got = client.post("/general"), client.post("/lean")
+        assert (got.status_code, got.content) == (expected.status_code, expected.content)
+        assert sorted(got.headers.items()) == sorted(expected.headers.items())
+        assert client.post("/lean-with-cookie").cookies["k"] == "v"  # the general path
 
 
 def test_fewer_collections_while_the_app_runs_then_as_before() -> None:
