@@ -90,7 +90,7 @@ class Relay:
         *,
         batch_size: int = 1000,
         idle_poll_s: float = 0.5,
-        busy_poll_s: float = 0.0005,
+        busy_poll_s: float = 0.001,
         ack_timeout_s: float = 5.0,
         checkpoint_every_s: float = 0.05,
     ) -> None:
@@ -189,20 +189,24 @@ class Relay:
                     await save(now=False)
                     last_busy = time.monotonic()
                     empty_reads = 0
+                    if len(events) < self.batch_size:
+                        # That was everything committed: reading again at once mostly finds
+                        # nothing (and a read costs as much as publishing a few events).
+                        await asyncio.sleep(self.busy_poll_s)
                     continue
                 RELAY_LAG_SECONDS.set(0.0)  # nothing left to publish
                 # Recently busy: more events are likely on their way, and the writers'
                 # NOTIFY comes at most every 5 ms; so poll, soon at first, then less often
-                # (busy_poll_s doubling up to 4 ms), waking early for a NOTIFY. Idle:
-                # wait for a NOTIFY, poll as a fallback.
+                # (doubling up to 4 ms). Idle: wait for a NOTIFY, poll as a fallback (first
+                # dropping those that came while busy: each would cost a read).
                 if time.monotonic() - last_busy < 0.25:
                     await save(now=False)
                     empty_reads += 1
-                    await self._wait_for_notify(
-                        leader, min(self.busy_poll_s * 2**empty_reads, 0.004)
-                    )
+                    await asyncio.sleep(min(self.busy_poll_s * 2**empty_reads, 0.004))
                 else:
                     await save(now=True)
+                    async for _ in leader.notifies(timeout=0.0):
+                        pass
                     await self._wait_for_notify(leader, self.idle_poll_s)
         finally:
             await save(now=True)
