@@ -1,0 +1,82 @@
+"""The channel sequencer against a real store: a command to a quiet stream runs in its
+caller's task, commands that arrive meanwhile queue behind it, and every command is
+decided once, in order, whatever happens to the others' requests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from commands import channel as ch
+from events.channel import (
+    ChannelCreated,
+    ChannelEvent,
+    MemberJoined,
+    MessageSent,
+    channel_stream,
+)
+from events.registry import decode
+from infra.store import NO_STREAM, EventStore, StreamAppend
+from tests.fix_events import new_event
+from write_api.handling import Outcome
+from write_api.sequencer import Sequencer
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _seq(events: Sequence[ChannelEvent], _: object) -> dict[str, Any]:
+    (event,) = events
+    assert isinstance(event, MessageSent)
+    return {"seq": event.seq}
+
+
+async def _channel(store: EventStore, owner: str) -> str:
+    channel_id, now = str(uuid.uuid4()), datetime.now(UTC)
+    created = ChannelCreated(channel_id=channel_id, kind="group", name=f"c-{channel_id}",
+                             visibility="public", owner_id=owner, created_at=now)  # fmt: skip
+    joined = MemberJoined(channel_id=channel_id, user_id=owner, role="owner", joined_at=now)
+    await store.append([StreamAppend(channel_stream(channel_id), NO_STREAM,
+                                     [new_event(created), new_event(joined)])])  # fmt: skip
+    return channel_stream(channel_id)
+
+
+def _send(owner: str) -> ch.Send:
+    return ch.Send(actor_id=owner, message_id=str(uuid.uuid4()), text="hi", at=datetime.now(UTC))
+
+
+async def test_one_stream_many_callers_each_decided_once_in_turn(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    store = EventStore(shared_pool)
+    sequencer = Sequencer(store, ch.decide, ch.evolve, ch.INITIAL)
+    owner = str(uuid.uuid4())
+    stream = await _channel(store, owner)
+
+    async def send() -> Outcome:
+        return await sequencer.submit(stream, _send(owner), meta=b"{}", idem=None, respond=_seq)
+
+    first = await send()  # a quiet stream: run in this task
+    assert first.response == {"seq": 1}
+    # One runs in its caller's task, the others queue; one caller gives up meanwhile.
+    tasks = [asyncio.create_task(send()) for _ in range(40)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    answered = [o for o in outcomes if isinstance(o, Outcome)]
+    assert len(answered) >= 39
+    assert all(isinstance(o, Outcome | asyncio.CancelledError) for o in outcomes)
+    seqs = sorted(o.response["seq"] for o in answered)
+    assert len(set(seqs)) == len(seqs)
+    recorded = [decode(r.type, r.schema_version, r.data) for r in await store.read_stream(stream)]
+    stored = [e.seq for e in recorded if isinstance(e, MessageSent)]
+    assert stored == list(range(1, len(stored) + 1))  # in turn, none twice
+    assert set(seqs) <= set(stored) and len(stored) - 1 - len(seqs) <= 1  # the one who left
+    again = await send()  # and the stream serves the next caller
+    assert again.response == {"seq": len(stored) + 1}
+    await sequencer.close()
