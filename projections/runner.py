@@ -241,9 +241,10 @@ class ProjectionRunner:
             log.info("batch not applied together; one projection at a time", error=str(e))
             return False
         APPLY_SECONDS.labels("together").observe(time.perf_counter() - started)
+        lag = _age(together[0].events[-1])  # every batch ends with the same event
         for b in together:
             self.checkpoints[b.projection.name] = b.upto
-            _applied(b.projection.name, b.events, b.upto)
+            _count_applied(b.projection.name, len(b.events), b.upto, lag)
         _log_traced(
             max((b.events for b in together), key=len),
             tuple(b.projection.name for b in together),
@@ -390,10 +391,19 @@ def _series(projection: str) -> tuple[Counter, Gauge, Gauge]:
 
 
 def _applied(projection: str, events: Sequence[RecordedEvent | Envelope], upto: Position) -> None:
-    applied, position, lag = _series(projection)
-    applied.inc(len(events))
+    _count_applied(projection, len(events), upto, _age(events[-1]))
+
+
+def _age(event: RecordedEvent | Envelope) -> float:
+    """Seconds since the event was recorded (0 if the clocks disagree)."""
+    return max(0.0, time.time() - event.recorded_at.timestamp())
+
+
+def _count_applied(projection: str, count: int, upto: Position, lag: float) -> None:
+    applied, position, lag_seconds = _series(projection)
+    applied.inc(count)
     position.set(upto.position)
-    lag.set(max(0.0, time.time() - events[-1].recorded_at.timestamp()))
+    lag_seconds.set(lag)
 
 
 def _log_traced(events: Sequence[RecordedEvent | Envelope], projections: Sequence[str]) -> None:
