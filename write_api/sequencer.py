@@ -77,10 +77,6 @@ class _Lane(Generic[C, S, E]):
     version: int = -1  # -1: not loaded yet
     queue: collections.deque[_Pending[C, S, E]] = field(default_factory=collections.deque)
     task: asyncio.Task[None] | None = None
-    inline: bool = False  # a submitter is running its own command's batch
-
-    def idle(self) -> bool:
-        return not self.inline and (self.task is None or self.task.done())
 
 
 @dataclass
@@ -138,25 +134,8 @@ class Sequencer(Generic[C, S, E]):
         else:
             self._lanes.move_to_end(stream_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        pending = _Pending(command, meta, idem, respond, future)
-        if lane.idle() and not lane.queue:
-            # Nothing else for this stream: the caller runs its command itself, a task and a
-            # hop through the loop fewer. Commands that arrive meanwhile queue, and a task
-            # takes them on after it: they never wait on this caller's request.
-            lane.inline = True
-            try:
-                await self._run_batch(stream_id, lane, [pending])
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    future.exception()  # the caller leaves with it: nobody else will ask
-                raise
-            finally:
-                lane.inline = False
-                if lane.queue:
-                    lane.task = asyncio.create_task(self._drain(stream_id, lane))
-            return await future  # settled by now, one way or another
-        lane.queue.append(pending)
-        if lane.idle():
+        lane.queue.append(_Pending(command, meta, idem, respond, future))
+        if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._drain(stream_id, lane))
         return await future
 
@@ -179,7 +158,7 @@ class Sequencer(Generic[C, S, E]):
         """Forget the least recently used idle streams' states beyond `max_streams`."""
         for stream_id in list(self._lanes)[: max(0, len(self._lanes) - self.max_streams)]:
             lane = self._lanes[stream_id]
-            if not lane.queue and lane.idle():
+            if not lane.queue and (lane.task is None or lane.task.done()):
                 del self._lanes[stream_id]
 
     async def close(self) -> None:
@@ -203,20 +182,14 @@ class Sequencer(Generic[C, S, E]):
                     keys.add(key)
                 batch.append(pending)
             lane.queue.extendleft(reversed(held))
-            await self._run_batch(stream_id, lane, batch)
-
-    async def _run_batch(
-        self, stream_id: str, lane: _Lane[C, S, E], batch: list[_Pending[C, S, E]]
-    ) -> None:
-        """Run one batch; every one of its commands has its answer or its error after it."""
-        try:
-            await self._run(stream_id, lane, batch)
-        except BaseException as e:
-            lane.version = -1  # the outcome may be unknown: reload before deciding again
-            for pending in batch:
-                pending.settle(e)
-            if isinstance(e, asyncio.CancelledError):
-                raise
+            try:
+                await self._run(stream_id, lane, batch)
+            except BaseException as e:
+                lane.version = -1  # the outcome may be unknown: reload before deciding again
+                for pending in batch:
+                    pending.settle(e)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
 
     async def _catch_up(self, stream_id: str, lane: _Lane[C, S, E]) -> bool:
         """Fold what the stream gained since the lane last saw it; whether there was any."""
