@@ -1,6 +1,6 @@
-"""The channel sequencer against a real store: a command to a quiet stream runs in its
-caller's task, commands that arrive meanwhile queue behind it, and every command is
-decided once, in order, whatever happens to the others' requests."""
+"""The channel sequencer against a real store: commands to one stream queue behind the one
+being appended, and every command is decided once, in order, whatever happens to the
+others' requests."""
 
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ async def test_one_stream_many_callers_each_decided_once_in_turn(
     async def send() -> Outcome:
         return await sequencer.submit(stream, _send(owner), meta=b"{}", idem=None, respond=_seq)
 
-    first = await send()  # a quiet stream: run in this task
+    first = await send()  # a quiet stream
     assert first.response == {"seq": 1}
-    # One runs in its caller's task, the others queue; one caller gives up meanwhile.
+    # One is appended, the others queue behind it; one caller gives up meanwhile.
     tasks = [asyncio.create_task(send()) for _ in range(40)]
     await asyncio.sleep(0)
     tasks[0].cancel()
