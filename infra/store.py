@@ -318,14 +318,14 @@ SELECT txid, position, stream_version, recorded_at FROM ins"""
 _NOTIFY: Final = "pg_notify('hubbub_events', '')"
 
 
-def _append_one_sql(idem: bool, hint: bool) -> bytes:
+def _append_one_sql(idem: bool, hint: bool) -> str:
     insert = _INSERT_ONE_SQL.replace("{hint}", f", {_NOTIFY}" if hint else "")
-    return (_IDEM_ONE_SQL.replace("{insert}", insert) if idem else insert).encode()
+    return _IDEM_ONE_SQL.replace("{insert}", insert) if idem else insert
 
 
-# By (with an idempotency key, with the hint); as bytes, which psycopg neither encodes nor
-# hashes again each time. Parameters: event id, stream, expected version, type, schema
-# version, data, metadata, content digest[, scope, key, request hash, response].
+# By (with an idempotency key, with the hint). Parameters: event id, stream, expected
+# version, type, schema version, data, metadata, content digest[, scope, key, request
+# hash, response].
 _APPEND_ONE: Final = {(i, h): _append_one_sql(i, h) for i in (False, True) for h in (False, True)}
 
 # Only transactions that have ended lie below our snapshot's xmin: nothing can appear
