@@ -10,7 +10,9 @@ password hash, a token or anybody's private data. A frame carrying someone's per
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -221,11 +223,41 @@ def frames_of(envelope: Envelope, event: Event) -> list[Frame]:
     return out
 
 
+@dataclass(frozen=True)
+class _Statements:
+    numbered: sql.Composed
+    stored: sql.Composed
+    insert: sql.Composed
+    renumber: sql.Composed
+    forgotten: sql.Composed
+
+
+@functools.cache
+def _statements(schema: str) -> _Statements:
+    """The feed's statements for one schema, composed once (not every batch)."""
+
+    def q(text: str) -> sql.Composed:
+        return sql.SQL(text).format(s=sql.Identifier(schema))
+
+    return _Statements(
+        numbered=q("SELECT topic, seq FROM {s}.topics WHERE topic = ANY(%s)"),
+        stored=q("SELECT event_id::text, topic, name FROM {s}.frames"
+                 " WHERE event_id = ANY(%s::uuid[])"),
+        insert=q("INSERT INTO {s}.frames (topic, seq, position, event_id, name, data,"
+                 " traceparent, subject) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"),
+        renumber=q("INSERT INTO {s}.topics (topic, seq) VALUES (%s, %s)"
+                   " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq"),
+        forgotten=q("UPDATE {s}.frames SET data = (data::jsonb || '{{\"text\": null,"
+                    " \"erased\": true}}')::json, subject = NULL WHERE subject = %s"),
+    )  # fmt: skip
+
+
 async def apply(
     conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
 ) -> None:
     """Number each topic's new frames after its last one; a frame already stored (same
     event, topic and name) is not stored again."""
+    statements = _statements(schema)
     made: list[tuple[str, str, Envelope, dict[str, Any], str | None]] = []
     forgotten: list[str] = []
     for envelope in events:
@@ -239,31 +271,22 @@ async def apply(
             for topic, kind, view in frames_of(envelope, event)
         )
     if made:
-        await _insert(conn, schema, made)
+        await _insert(conn, statements, made)
     for user_id in forgotten:  # after the batch's frames: no frame of theirs comes later
-        await conn.execute(
-            sql.SQL("UPDATE {}.frames SET data = (data::jsonb || '{{\"text\": null,"
-                    " \"erased\": true}}')::json, subject = NULL"
-                    " WHERE subject = %s").format(sql.Identifier(schema)),
-            (user_id,),
-        )  # fmt: skip
+        await conn.execute(statements.forgotten, (user_id,))
 
 
 async def _insert(
     conn: psycopg.AsyncConnection[Any],
-    schema: str,
+    statements: _Statements,
     made: list[tuple[str, str, Envelope, dict[str, Any], str | None]],
 ) -> None:
-    s = sql.Identifier(schema)
     topics = sorted({topic for topic, *_ in made})
     # Both queries before either answer: one round trip (and one pipeline sync) for both.
-    numbered = await conn.execute(
-        sql.SQL("SELECT topic, seq FROM {}.topics WHERE topic = ANY(%s)").format(s), (topics,)
-    )
+    numbered = await conn.execute(statements.numbered, (topics,))
     stored = await conn.execute(
-        sql.SQL("SELECT event_id::text, topic, name FROM {}.frames WHERE event_id = ANY(%s::uuid[])").format(s),
-        (sorted({e.event_id for _, _, e, _, _ in made}),),
-    )  # fmt: skip
+        statements.stored, (sorted({e.event_id for _, _, e, _, _ in made}),)
+    )
     last = dict(await numbered.fetchall())
     seen = {tuple(row) for row in await stored.fetchall()}
     rows = []
@@ -286,13 +309,5 @@ async def _insert(
     if not rows:
         return
     async with conn.cursor() as c:
-        await c.executemany(
-            sql.SQL("INSERT INTO {}.frames (topic, seq, position, event_id, name, data,"
-                    " traceparent, subject) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(s),
-            rows,
-        )  # fmt: skip
-        await c.executemany(
-            sql.SQL("INSERT INTO {}.topics (topic, seq) VALUES (%s, %s)"
-                    " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq").format(s),
-            [(t, last[t]) for t in topics if t in last],
-        )  # fmt: skip
+        await c.executemany(statements.insert, rows)
+        await c.executemany(statements.renumber, [(t, last[t]) for t in topics if t in last])
