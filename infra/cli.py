@@ -429,7 +429,8 @@ def users_forget(
     else:
         console.print(
             f"user {done.user_id} forgotten: key destroyed"
-            + (f", UserForgotten at {done.position.token()}" if done.position else "")
+            + (f", UserForgotten at {done.position.token()}" if done.position else ""),
+            soft_wrap=True,  # one line, however narrow the terminal: scripts read it
         )
 
 
