@@ -39,7 +39,7 @@ from events.channel import (
     ReactionAdded,
     ReactionRemoved,
 )
-from events.envelope import Envelope
+from events.envelope import METADATA_VIEW, Envelope, traced
 from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
@@ -55,19 +55,6 @@ types = frozenset(
 )  # fmt: skip
 _ENCODER = msgspec.json.Encoder()
 
-
-class _Trace(msgspec.Struct):
-    traceparent: str | None = None
-
-
-class _Actor(msgspec.Struct):
-    actor_id: str | None = None
-
-
-_ACTOR = msgspec.json.Decoder(_Actor)
-
-
-_TRACE = msgspec.json.Decoder(_Trace)
 
 # (topic, frame name, client view)
 Frame = tuple[str, str, dict[str, Any]]
@@ -163,7 +150,7 @@ def subject_of(envelope: Envelope, event: Event) -> str | None:
         case MessageSent():
             return event.author_id
         case MessageEdited():
-            return _ACTOR.decode(envelope.metadata).actor_id
+            return METADATA_VIEW.decode(envelope.metadata).actor_id
         case _:
             return None
 
@@ -206,13 +193,8 @@ def _auction(event: Event) -> Iterator[Frame]:
 def traceparent_of(envelope: Envelope) -> str | None:
     """The traceparent in the event's metadata; most events have none, and cost one
     substring test."""
-    metadata = bytes(envelope.metadata)
-    if b"traceparent" not in metadata:
-        return None
-    try:
-        return _TRACE.decode(metadata).traceparent
-    except msgspec.DecodeError:
-        return None
+    trace = traced(bytes(envelope.metadata))
+    return trace.traceparent if trace is not None else None
 
 
 def frames_of(envelope: Envelope, event: Event) -> list[Frame]:

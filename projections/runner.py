@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from events.envelope import ENVELOPE_DECODER, Envelope, Position
+from events.envelope import ENVELOPE_DECODER, Envelope, Position, traced
 from infra.db import make_pool
 from infra.metrics import serve_metrics
 from infra.nats import PullFeed, connect, ensure_stream
@@ -76,13 +76,6 @@ APPLY_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 
-
-class _Trace(msgspec.Struct):
-    correlation_id: str | None = None
-    traceparent: str | None = None
-
-
-_TRACE = msgspec.json.Decoder(_Trace)
 
 CATCH_UP_BATCH = 5000
 
@@ -414,13 +407,8 @@ def _log_traced(events: Sequence[RecordedEvent | Envelope], projections: Sequenc
     traceparent, most of them, cost one substring test."""
     for event in events:
         metadata = event.metadata if isinstance(event.metadata, bytes) else bytes(event.metadata)
-        if b"traceparent" not in metadata:
-            continue
-        try:
-            trace = _TRACE.decode(metadata)
-        except msgspec.DecodeError:
-            continue
-        if not trace.traceparent:
+        trace = traced(metadata)
+        if trace is None or trace.traceparent is None:
             continue
         sampled = trace.traceparent.endswith(("1", "3", "5", "7", "9", "b", "d", "f"))
         with structlog.contextvars.bound_contextvars(
