@@ -92,7 +92,6 @@ def _is_uuid(text: str) -> bool:
 
 
 _KEYS_OF = "SELECT user_id::text, key FROM user_keys WHERE user_id = ANY(%s::uuid[])"
-_KEY_OF = "SELECT key FROM user_keys WHERE user_id = %s"
 _KEY_FOR = (
     "WITH made AS (INSERT INTO user_keys (user_id, key) VALUES (%s, %s)"
     " ON CONFLICT (user_id) DO NOTHING RETURNING key)"
@@ -263,13 +262,14 @@ class Vault:
             if create:
                 cur = await conn.execute(_KEY_FOR, (subject, AESGCM.generate_key(256), subject))
                 row = await cur.fetchone()
-                if row is None:
+                if row is not None:
+                    key = bytes(row[0]) if row[0] is not None else None
+                else:
                     # Another request made the key while ours waited on its insert: this
                     # statement's snapshot predates that commit, a new statement sees it.
-                    cur = await conn.execute(_KEY_OF, (subject,))
-                    row = await cur.fetchone()
-                    assert row is not None, "a key row conflicted but cannot be read"
-                key = bytes(row[0]) if row[0] is not None else None
+                    found = await keys_of(conn, {subject})
+                    assert subject in found, "a key row conflicted but cannot be read"
+                    key = found[subject]
             else:
                 key = (await keys_of(conn, {subject})).get(subject)
         self._cache[subject] = (key, now + KEY_TTL_S)
