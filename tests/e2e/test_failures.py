@@ -30,6 +30,7 @@ from projections import users
 from projections.ops import rebuild_projection
 from projections.runtime import live_schema, read_checkpoint
 from tests.fix_events import new_event, user_registered
+from tests.fix_stack import stop_gracefully
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -57,13 +58,8 @@ class Part:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_gracefully(self.proc)
 
 
 @contextlib.contextmanager

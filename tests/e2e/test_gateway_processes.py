@@ -22,7 +22,7 @@ from infra.settings import Settings
 from infra.store import EventStore
 from tests.fix_chat import create_channel, join, say, users
 from tests.fix_gateway import Frame, message_with, settled, signed_in, subscribe, token_of, until
-from tests.fix_stack import Stack, free_port
+from tests.fix_stack import Stack, free_port, stop_gracefully
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -57,13 +57,7 @@ class GatewayProcess:
                 await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_gracefully(self.proc)
 
 
 @contextlib.contextmanager
