@@ -28,10 +28,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import msgspec
@@ -385,17 +385,11 @@ async def gateway_latency(ctx: BenchContext) -> Result:
     """p50 ms from a message's scheduled send until its frame reaches a subscriber."""
     seconds = LATENCY_SECONDS_QUICK if _quick(ctx) else LATENCY_SECONDS_FULL
     async with stack(ctx, "gw_latency", "write-api", "relay", "projector") as s:
-        members = await register(s, LATENCY_CHANNELS * LATENCY_MEMBERS)
-        groups = [members[i * LATENCY_MEMBERS : (i + 1) * LATENCY_MEMBERS]
-                  for i in range(LATENCY_CHANNELS)]  # fmt: skip
-        channels = await on_own_loop(lambda: open_channels(s, groups))
+        groups, channels, watchers = await _latency_world(s)
         # Message i goes to channel i mod C, from the next of its members each time round.
         posts = [request_bytes("POST", f"/v1/channels/{channels[c]}/messages", s.write_host,
                                groups[c][k].auth, _MESSAGE)
                  for k in range(LATENCY_MEMBERS) for c in range(LATENCY_CHANNELS)]  # fmt: skip
-        watchers = [(_token(group[k]), f"channel:{cid}")
-                    for cid, group in zip(channels, groups, strict=True)
-                    for k in range(LATENCY_SUBSCRIBERS)]  # fmt: skip
         commits = _FeedCommits()
         async with (
             _gateway(s) as gw,
@@ -404,16 +398,10 @@ async def gateway_latency(ctx: BenchContext) -> Result:
         ):
             await clients.ready()
             await on_own_loop(lambda: _warm(s, posts))
-            start = time.monotonic() + 0.2
-            opens = start + LATENCY_WARMUP_S
-            count = int((LATENCY_WARMUP_S + seconds) * LATENCY_RATE)
-            watch = CpuWatch({"gateway": gw.proc.pid, **{n: p.pid for n, p in s.procs.items()}})
-            watch.mark()
-            machine = psutil.cpu_times()
-            sends = await on_own_loop(lambda: _paced_sends(s, posts, start, count))
-            busy = _busy_since(machine) / (time.monotonic() - start)
-            cpu = watch.since()
-            done = await clients.finish({"after": 2.0}, 30)
+            sends, opens, busy, cpu, done = await _measured(
+                s, gw, clients, seconds,
+                lambda start, count: _paced_sends(s, posts, start, count),
+            )  # fmt: skip
     seen: dict[str, float] = done["seen"]
     timed = [x for x in sends if x.scheduled >= opens]
     pct, verdict, window = _to_frame(timed, seen)
@@ -443,6 +431,47 @@ async def gateway_latency(ctx: BenchContext) -> Result:
             "target": verdict,
         },
     )  # fmt: skip
+
+
+T = TypeVar("T")
+
+
+async def _latency_world(
+    s: Stack,
+) -> tuple[list[list[Member]], list[str], list[tuple[str, str]]]:
+    """The latency workloads' channels: their members, ids, and the subscribers watching
+    each (a token and a topic)."""
+    members = await register(s, LATENCY_CHANNELS * LATENCY_MEMBERS)
+    groups = [members[i * LATENCY_MEMBERS : (i + 1) * LATENCY_MEMBERS]
+              for i in range(LATENCY_CHANNELS)]  # fmt: skip
+    channels = await on_own_loop(lambda: open_channels(s, groups))
+    watchers = [(_token(group[k]), f"channel:{cid}")
+                for cid, group in zip(channels, groups, strict=True)
+                for k in range(LATENCY_SUBSCRIBERS)]  # fmt: skip
+    return groups, channels, watchers
+
+
+async def _measured(
+    s: Stack,
+    gw: _Gateway,
+    clients: _Clients,
+    seconds: float,
+    load: Callable[[float, int], Coroutine[Any, Any, list[T]]],
+) -> tuple[list[T], float, float, dict[str, float], dict[str, Any]]:
+    """Offer LATENCY_RATE a second (`load(start, count)`, on a loop of its own) for the
+    warm-up and `seconds`, watching the CPU of the gateway and the stack's processes:
+    (what `load` returned, when the measured window opens, the machine's busy cores, CPU
+    seconds by process, what the clients saw)."""
+    start = time.monotonic() + 0.2
+    count = int((LATENCY_WARMUP_S + seconds) * LATENCY_RATE)
+    watch = CpuWatch({"gateway": gw.proc.pid, **{n: p.pid for n, p in s.procs.items()}})
+    watch.mark()
+    machine = psutil.cpu_times()
+    done = await on_own_loop(lambda: load(start, count))
+    busy = _busy_since(machine) / (time.monotonic() - start)
+    cpu = watch.since()
+    seen = await clients.finish({"after": 2.0}, 30)
+    return done, start + LATENCY_WARMUP_S, busy, cpu, seen
 
 
 class _Timed(Protocol):
@@ -538,30 +567,18 @@ async def gateway_commit_latency(ctx: BenchContext) -> Result:
     """p50 ms from an append's scheduled start until its frame reaches a subscriber."""
     seconds = LATENCY_SECONDS_QUICK if _quick(ctx) else LATENCY_SECONDS_FULL
     async with stack(ctx, "gw_commit", "write-api", "relay", "projector") as s:
-        members = await register(s, LATENCY_CHANNELS * LATENCY_MEMBERS)
-        groups = [members[i * LATENCY_MEMBERS : (i + 1) * LATENCY_MEMBERS]
-                  for i in range(LATENCY_CHANNELS)]  # fmt: skip
-        channels = await on_own_loop(lambda: open_channels(s, groups))
+        groups, channels, watchers = await _latency_world(s)
         streams = []
         for cid, group in zip(channels, groups, strict=True):
             recorded = await s.store.read_stream(channel_stream(cid))
             streams.append((cid, [m.user_id for m in group], recorded[-1].stream_version))
-        watchers = [(_token(group[k]), f"channel:{cid}")
-                    for cid, group in zip(channels, groups, strict=True)
-                    for k in range(LATENCY_SUBSCRIBERS)]  # fmt: skip
         url = s.settings.database_url or ""
         async with _gateway(s) as gw, _clients(gw, watchers, record_messages=True) as clients:
             await clients.ready()
-            start = time.monotonic() + 0.2
-            opens = start + LATENCY_WARMUP_S
-            count = int((LATENCY_WARMUP_S + seconds) * LATENCY_RATE)
-            watch = CpuWatch({"gateway": gw.proc.pid, **{n: p.pid for n, p in s.procs.items()}})
-            watch.mark()
-            machine = psutil.cpu_times()
-            appends = await on_own_loop(lambda: _paced_appends(url, streams, start, count))
-            busy = _busy_since(machine) / (time.monotonic() - start)
-            cpu = watch.since()
-            done = await clients.finish({"after": 2.0}, 30)
+            appends, opens, busy, cpu, done = await _measured(
+                s, gw, clients, seconds,
+                lambda start, count: _paced_appends(url, streams, start, count),
+            )  # fmt: skip
     seen: dict[str, float] = done["seen"]
     timed = [x for x in appends if x.scheduled >= opens]
     pct, verdict, window = _to_frame(timed, seen)
