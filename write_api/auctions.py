@@ -23,8 +23,8 @@ from infra.auth import Principal
 from infra.authz import Action
 from infra.http import Problem, strictly
 from infra.store import NO_STREAM, StreamAppend
-from write_api.channels import answer, command_context
-from write_api.handling import Decision, execute, new_events, path_id
+from write_api.channels import command_context
+from write_api.handling import Decision, answer, execute, new_events, path_id
 from write_api.services import Services
 
 # ISO 4217 codes in use (2024); money never leaves this list.

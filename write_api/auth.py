@@ -18,6 +18,7 @@ from infra.store import NO_STREAM, StreamAppend
 from write_api.handling import (
     Decision,
     IdempotentRequest,
+    answer,
     execute,
     idempotency_key,
     metadata,
@@ -104,7 +105,4 @@ async def register(
         ]
         return Decision(appends, {"user_id": user_id})
 
-    outcome = await execute(store, attempt, idem)
-    return Response(
-        outcome.body(), status_code=201, headers={"X-Position": outcome.position.token()}
-    )
+    return answer(await execute(store, attempt, idem), 201)

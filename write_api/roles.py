@@ -19,6 +19,7 @@ from infra.store import EventStore, StreamAppend
 from write_api.handling import (
     Decision,
     IdempotentRequest,
+    answer,
     execute,
     idempotency_key,
     load,
@@ -66,8 +67,7 @@ async def _change(request: Request[Any, Any, Any], services: Services, principal
         return Decision([StreamAppend(stream, version, new_events(decided, metadata(principal.user_id, correlation, traceparent, idem)))] if decided else [],
                         {"user_id": user_id})  # fmt: skip
 
-    outcome = await execute(services.store, attempt, idem)
-    return Response(outcome.body(), headers={"X-Position": outcome.position.token()})
+    return answer(await execute(services.store, attempt, idem), 200)
 
 
 @post(

@@ -16,8 +16,7 @@ from litestar.testing import TestClient
 
 from infra.http import EXCEPTION_HANDLERS, Problem, guarding
 from write_api.app import fewer_collections
-from write_api.channels import Answer
-from write_api.handling import path_id
+from write_api.handling import Answer, path_id
 
 
 def test_path_id_keeps_canonical_ids_and_canonicalizes_the_rest() -> None:
