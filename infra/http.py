@@ -195,8 +195,7 @@ class RequestContext(ASGIMiddleware):
         self.service = service
         self.commands = commands
         # Each request's series, found once: `labels()` costs as much as the observation.
-        self._requests: dict[tuple[str, str, int], Any] = {}
-        self._commands: dict[tuple[str, str, str], Any] = {}
+        self._series: dict[tuple[Histogram, tuple[str, ...]], Any] = {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         correlation = traceparent = ""
@@ -239,24 +238,19 @@ class RequestContext(ASGIMiddleware):
             structlog.contextvars.unbind_contextvars("correlation_id", "traceparent")
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
-            self._request_series(method, route, status).observe(elapsed)
+            self._series_of(REQUEST_SECONDS, self.service, method, route, str(status)).observe(
+                elapsed
+            )
             if timed_command:
-                self._command_series(method, route, status, problem_body).observe(elapsed)
+                outcome = command_outcome(status, problem_body)
+                self._series_of(COMMAND_SECONDS, f"{method} {route}", outcome).observe(elapsed)
 
-    def _request_series(self, method: str, route: str, status: int) -> Any:
-        key = (method, route, status)
-        series = self._requests.get(key)
+    def _series_of(self, metric: Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per distinct labels."""
+        key = (metric, labels)
+        series = self._series.get(key)
         if series is None:
-            series = REQUEST_SECONDS.labels(self.service, method, route, str(status))
-            self._requests[key] = series
-        return series
-
-    def _command_series(self, method: str, route: str, status: int, body: bytes) -> Any:
-        key = (method, route, command_outcome(status, body))
-        series = self._commands.get(key)
-        if series is None:
-            series = COMMAND_SECONDS.labels(f"{method} {route}", key[2])
-            self._commands[key] = series
+            series = self._series[key] = metric.labels(*labels)
         return series
 
 
