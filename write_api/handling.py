@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import MediaType, Response
-from litestar.response.base import ASGIResponse
-from litestar.types import Receive, Scope, Send
+from litestar import Response
 from uuid_utils.compat import uuid7
 
 from events.envelope import Metadata, Position
 from events.registry import decode, encode
 from events.user import legacy_username_stream
-from infra.http import Problem
+from infra.http import Answer, Problem
 from infra.store import ConcurrencyError, EventStore, Idempotency, NewEvent, StreamAppend
 from infra.vault import Vault
 
@@ -214,50 +212,6 @@ async def user_id_of(store: EventStore, vault: Vault, username: str) -> str | No
         return None
     user_id: str = msgspec.json.decode(guard[0].data)["user_id"]
     return user_id
-
-
-class _Encoded(ASGIResponse):
-    """A finished answer: status, encoded headers and body, sent as they are."""
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        # Not ASGIResponse.__init__: its header multimap and checks are what this saves.
-        self.status_code = status
-        self.body = body
-        self.raw_headers = headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})  # fmt: skip
-        await send({"type": "http.response.body", "body": self.body, "more_body": False})
-
-
-class Answer(Response[dict[str, Any]]):
-    """A command's JSON answer. Litestar's general response machinery (header multimaps,
-    cookies, background tasks, HEAD) cost a tenth of a send's CPU; a command's answer, a
-    small dict and its X-Position, needs none of it, unless a route adds some."""
-
-    def to_asgi_response(
-        self, app: Any, request: Any, *, background: Any = None, cookies: Any = None,
-        encoded_headers: Any = None, headers: dict[str, str] | None = None,
-        is_head_response: bool = False, media_type: Any = None, status_code: int | None = None,
-        type_encoders: Any = None,
-    ) -> ASGIResponse:  # fmt: skip
-        status = self.status_code or status_code
-        if (background or cookies or encoded_headers or headers or is_head_response
-                or self.background or self.cookies or status is None
-                or (media_type or self.media_type or MediaType.JSON) != MediaType.JSON):  # fmt: skip
-            return super().to_asgi_response(
-                app, request, background=background, cookies=cookies,
-                encoded_headers=encoded_headers, headers=headers,
-                is_head_response=is_head_response, media_type=media_type,
-                status_code=status_code, type_encoders=type_encoders,
-            )  # fmt: skip
-        body = _ENCODER.encode(self.content)
-        return _Encoded(status, [
-            (b"content-type", b"application/json"),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()),
-            (b"content-length", str(len(body)).encode()),
-        ], body)  # fmt: skip
 
 
 def answer(outcome: Outcome, status: int) -> Response[dict[str, Any]]:

@@ -14,9 +14,9 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 from litestar.testing import TestClient
 
-from infra.http import EXCEPTION_HANDLERS, Problem, guarding
+from infra.http import EXCEPTION_HANDLERS, Answer, Problem, guarding
 from write_api.app import fewer_collections
-from write_api.handling import Answer, path_id
+from write_api.handling import path_id
 
 
 def test_path_id_keeps_canonical_ids_and_canonicalizes_the_rest() -> None:
