@@ -50,6 +50,7 @@ ONE_SQL = (
     " ON m.channel_id = c.channel_id AND m.user_id = %s"
     " WHERE c.channel_id = %s AND NOT c.deleted"
 )
+CHANNEL_WIDTH = 15  # the columns ONE_SQL selects
 _MEMBERS = (
     "SELECT user_id, role, joined_at FROM rm_channels.members"
     " WHERE channel_id = %s AND (joined_at, user_id) > (%s, %s)"

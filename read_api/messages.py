@@ -18,14 +18,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg import AsyncConnection
 
-from infra.auth import Principal
+from infra import authz
 from infra.authz import Action
-from infra.http import Problem
-from read_api.channels import ONE_SQL, readable_row
+from infra.http import Answer, Problem
+from read_api.channels import CHANNEL_WIDTH, ONE_SQL, readable_row
 from read_api.consistency import fresh_enough
 from read_api.paging import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
 from read_api.services import Services
@@ -34,25 +33,25 @@ from read_api.views import parse_id, text_id, utc
 END = 2**62  # above every seq: "no upper bound"
 Seq = Annotated[int | None, QueryParameter(ge=0, le=END, description="a message seq")]
 CursorSeq = Annotated[int, msgspec.Meta(ge=0, le=END)]
-_COLUMNS = "seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted, erased"
-_FORWARD = (
-    f"SELECT {_COLUMNS} FROM rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s"
-    " ORDER BY seq LIMIT %s"
+# One statement answers a page: the channel row with the caller's membership (ONE_SQL's
+# columns, zero rows when there is no such channel), then each message of the window
+# beside it (NULLs when the window is empty), with its reactions as a JSON array: each
+# emoji once with its count and whether the caller is among them, in the order the emojis
+# were first used. Three statements in a pipeline cost the read API and the server about
+# twice as much as this one.
+_PAGE = (
+    "SELECT c.*, p.*, (SELECT json_agg(json_build_object('emoji', emoji, 'count', n, 'me', mine)"
+    " ORDER BY first, emoji) FROM (SELECT emoji, count(*) AS n, bool_or(user_id = %(me)s) AS mine,"
+    " min(reacted_at) AS first FROM rm_messages.reactions r WHERE r.message_id = p.message_id"
+    " GROUP BY emoji) x) FROM ("
+    + ONE_SQL.replace("%s", "%(me)s", 1).replace("%s", "%(cid)s", 1)
+    + ") c LEFT JOIN LATERAL (SELECT seq, message_id, author_id, text, reply_to, sent_at, edited_at,"
+    " deleted, erased FROM rm_messages.messages WHERE channel_id = %(cid)s AND seq > %(low)s"
+    " AND seq < %(high)s ORDER BY seq {0} LIMIT %(limit)s) p ON true ORDER BY p.seq {0}"
 )
-_BACKWARD = (
-    f"SELECT {_COLUMNS} FROM rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s"
-    " ORDER BY seq DESC LIMIT %s"
-)
-# The reactions of the page the query beside it reads (the same window, order and limit),
-# so both go in one round trip.
-_REACTIONS = (
-    "SELECT message_id, emoji, count(*), bool_or(user_id = %s), min(reacted_at) AS first"
-    " FROM rm_messages.reactions WHERE message_id IN (SELECT message_id FROM"
-    " rm_messages.messages WHERE channel_id = %s AND seq > %s AND seq < %s ORDER BY seq {}"
-    " LIMIT %s) GROUP BY message_id, emoji ORDER BY message_id, first, emoji"
-)
-_REACTIONS_FORWARD = _REACTIONS.format("")
-_REACTIONS_BACKWARD = _REACTIONS.format("DESC")
+_PAGE_FORWARD = _PAGE.format("")
+_PAGE_BACKWARD = _PAGE.format("DESC")
+_NO_REACTIONS = msgspec.Raw(b"[]")
 _RECEIPTS = (
     "SELECT user_id, last_read_seq, last_delivered_seq FROM rm_channels.members"
     " WHERE channel_id = %s"
@@ -70,8 +69,6 @@ Direction = Literal["after", "before"]
 async def list_messages(
     request: Request[Any, Any, Any],
     channel_id: FromPath[str],
-    services: NamedDependency[Services],
-    principal: NamedDependency[Principal],
     before: Seq = None,
     after: Seq = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -80,29 +77,30 @@ async def list_messages(
     """`{items, next_cursor}`; items `{message_id, seq, author_id, text, reply_to, sent_at,
     edited_at, deleted, erased, reactions: [{emoji, count, me}], status?}`, `text` absent
     when deleted or erased (its author was forgotten)."""
+    # The busiest read takes its collaborators from the request, not as dependencies
+    # (see write_api.messages.send_message).
+    services = Services.of(request.app)
+    principal = authz.principal(request, services)
     headers = await fresh_enough(request, services, ["channels", "messages"])
     direction, low, high = _window(before, after, cursor)
     cid = parse_id(channel_id)
     if cid is None:
         raise Problem(404, "channel_not_found", "no such channel", headers=headers)
     forward = direction == "after"
-    me = uuid.UUID(principal.user_id)
+    params = {"me": uuid.UUID(principal.user_id), "cid": cid, "low": low, "high": high,
+              "limit": limit + 1}  # fmt: skip
     async with services.pool.connection() as conn:
-        # One round trip for all three: the page is dropped unless the channel is readable.
-        async with conn.pipeline():
-            channel = await conn.execute(ONE_SQL, (me, cid), prepare=True)
-            page = await conn.execute(_FORWARD if forward else _BACKWARD,
-                                      (cid, low, high, limit + 1), prepare=True)  # fmt: skip
-            reacted = await conn.execute(_REACTIONS_FORWARD if forward else _REACTIONS_BACKWARD,
-                                         (me, cid, low, high, limit), prepare=True)  # fmt: skip
-        found = readable_row(await channel.fetchone(), principal, headers)
-        rows = await page.fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit] if forward else rows[:limit][::-1]
-        reactions = _reactions(await reacted.fetchall())
+        cur = await conn.execute(_PAGE_FORWARD if forward else _PAGE_BACKWARD, params, prepare=True)
+        rows = await cur.fetchall()
+        # The page is dropped unless the channel is readable; no rows: no such channel.
+        found = readable_row(rows[0] if rows else None, principal, headers)
         recipients = await _receipts(conn, cid) if found.channel.kind == "direct" else None
+    # Each message's columns; none when the channel is all there is (an empty window).
+    rows = [row[CHANNEL_WIDTH:] for row in rows] if rows[0][CHANNEL_WIDTH] is not None else []
+    more = len(rows) > limit
+    rows = rows[:limit] if forward else rows[:limit][::-1]
     items = []
-    for seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted, erased in rows:
+    for seq, message_id, author_id, text, reply_to, sent_at, edited_at, deleted, erased, reactions in rows:  # fmt: skip
         item: dict[str, Any] = {
             "message_id": str(message_id),
             "seq": seq,
@@ -112,7 +110,7 @@ async def list_messages(
             "edited_at": utc(edited_at),
             "deleted": deleted,
             "erased": erased,
-            "reactions": reactions.get(message_id, []),
+            "reactions": _NO_REACTIONS if reactions is None else msgspec.Raw(reactions),
         }
         if not deleted and not erased:
             item["text"] = text
@@ -125,7 +123,7 @@ async def list_messages(
             next_cursor = encode_cursor(("after", rows[-1][0], high))
         else:
             next_cursor = encode_cursor(("before", low, rows[0][0]))
-    return Response({"items": items, "next_cursor": next_cursor}, headers=headers)
+    return Answer({"items": items, "next_cursor": next_cursor}, headers=headers)
 
 
 def _window(
@@ -140,15 +138,6 @@ def _window(
         return direction, low, high
     low, high = after or 0, END if before is None else before
     return ("after" if after is not None else "before"), low, high
-
-
-def _reactions(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID, list[dict[str, Any]]]:
-    """Per message, its reactions: each emoji once with its count and whether the caller
-    is among them, in the order the emojis were first used."""
-    out: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    for message_id, emoji, count, mine, _ in rows:
-        out.setdefault(message_id, []).append({"emoji": emoji, "count": count, "me": mine})
-    return out
 
 
 async def _receipts(
