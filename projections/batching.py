@@ -1,25 +1,46 @@
-"""Statements of a projection batch, sent in order but as few executemany calls as can be."""
+"""Statements of a projection batch, sent in order but as few executions as can be."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 
+@dataclass(frozen=True)
+class Bulk:
+    """A statement that takes all its rows in one execution: one array parameter per
+    column, read back with `unnest(%s::type[], ...)`. Rows are tuples in the arrays' order.
+    executemany costs one execution (and, in a pipeline, one socket write) per row; a
+    batch's rows are mostly per-statement costs, here paid once."""
+
+    statement: sql.Composed
+
+    async def run(self, conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
+        """Execute the statement once for all `rows` (nothing when there are none)."""
+        if rows:
+            await conn.execute(self.statement, [list(col) for col in zip(*rows, strict=True)])
+
+
+def unnest(*types: str) -> str:
+    """`unnest(%s::t1[], %s::t2[], ...)`: a Bulk statement's rows, as a FROM item."""
+    return "unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+
+
 class Runs:
     """Collects (statement, parameters) in event order. Consecutive rows of one statement go
-    out in one executemany: a batch of 500 messages is one call, not 500, and no statement
-    ever overtakes one queued before it."""
+    out together: in one executemany, or in one execution for a Bulk statement. A batch of
+    500 messages is one call, not 500, and no statement ever overtakes one queued before it."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
-        self._statement: sql.Composed | None = None
+        self._statement: sql.Composed | Bulk | None = None
         self._rows: list[Any] = []
 
-    async def add(self, statement: sql.Composed, row: Any) -> None:
-        """Queue one execution of `statement` with `row` (a tuple or a dict)."""
+    async def add(self, statement: sql.Composed | Bulk, row: Any) -> None:
+        """Queue one execution of `statement` with `row` (a tuple or a dict; a tuple for Bulk)."""
         if statement is not self._statement:
             await self.flush()
             self._statement = statement
@@ -28,7 +49,10 @@ class Runs:
     async def flush(self) -> None:
         """Send everything queued."""
         if self._statement is not None and self._rows:
-            async with self.conn.cursor() as cur:
-                await cur.executemany(self._statement, self._rows)
+            if isinstance(self._statement, Bulk):
+                await self._statement.run(self.conn, self._rows)
+            else:
+                async with self.conn.cursor() as cur:
+                    await cur.executemany(self._statement, self._rows)
         self._statement = None
         self._rows = []

@@ -30,7 +30,7 @@ from events.channel import (
 )
 from events.envelope import Envelope
 from events.registry import Event, decode
-from projections.batching import Runs
+from projections.batching import Bulk, Runs, unnest
 
 name = "channels"
 version = 1
@@ -82,8 +82,8 @@ class _Statements:
     invited: sql.Composed
     left: sql.Composed
     deleted: sql.Composed
-    tip: sql.Composed
-    receipts: sql.Composed
+    tip: Bulk
+    receipts: Bulk
 
 
 @functools.cache
@@ -129,15 +129,29 @@ def _statements(schema: str) -> _Statements:
             "UPDATE {s}.channels SET deleted = true, deleted_at = %(at)s, stream_version = %(v)s"
             " WHERE " + fresh
         ),
-        tip=q(
-            "UPDATE {s}.channels SET last_seq = GREATEST(last_seq, %s),"
-            " last_message_at = GREATEST(last_message_at, %s),"
-            " stream_version = GREATEST(stream_version, %s) WHERE channel_id = %s"
+        # Tips and receipts only grow: rows for one channel or member fold to their
+        # greatest, so a run that names one twice is still one update each.
+        tip=Bulk(
+            q(
+                "UPDATE {s}.channels c SET last_seq = GREATEST(c.last_seq, r.seq),"
+                " last_message_at = GREATEST(c.last_message_at, r.at),"
+                " stream_version = GREATEST(c.stream_version, r.v)"
+                " FROM (SELECT channel_id, max(seq) AS seq, max(at) AS at, max(v) AS v FROM "
+                + unnest("bigint", "timestamptz", "bigint", "uuid")
+                + " AS u(seq, at, v, channel_id) GROUP BY channel_id) r"
+                " WHERE c.channel_id = r.channel_id"
+            )
         ),
-        receipts=q(
-            "UPDATE {s}.members SET last_read_seq = GREATEST(last_read_seq, %s),"
-            " last_delivered_seq = GREATEST(last_delivered_seq, %s)"
-            " WHERE channel_id = %s AND user_id = %s"
+        receipts=Bulk(
+            q(
+                "UPDATE {s}.members m SET last_read_seq = GREATEST(m.last_read_seq, r.read),"
+                " last_delivered_seq = GREATEST(m.last_delivered_seq, r.delivered)"
+                " FROM (SELECT channel_id, user_id, max(read) AS read, max(delivered) AS delivered"
+                " FROM "
+                + unnest("bigint", "bigint", "uuid", "uuid")
+                + " AS u(read, delivered, channel_id, user_id) GROUP BY channel_id, user_id) r"
+                " WHERE m.channel_id = r.channel_id AND m.user_id = r.user_id"
+            )
         ),
     )
 

@@ -44,6 +44,7 @@ from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
 from projections import notifications
+from projections.batching import Bulk, unnest
 
 name = "feed"
 version = 3  # 2: frames carry the causing request's traceparent, 3: subjects (erasure)
@@ -209,8 +210,8 @@ def frames_of(envelope: Envelope, event: Event) -> list[Frame]:
 class _Statements:
     numbered: sql.Composed
     stored: sql.Composed
-    insert: sql.Composed
-    renumber: sql.Composed
+    insert: Bulk
+    renumber: Bulk
     forgotten: sql.Composed
 
 
@@ -225,10 +226,12 @@ def _statements(schema: str) -> _Statements:
         numbered=q("SELECT topic, seq FROM {s}.topics WHERE topic = ANY(%s)"),
         stored=q("SELECT event_id::text, topic, name FROM {s}.frames"
                  " WHERE event_id = ANY(%s::uuid[])"),
-        insert=q("INSERT INTO {s}.frames (topic, seq, position, event_id, name, data,"
-                 " traceparent, subject) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"),
-        renumber=q("INSERT INTO {s}.topics (topic, seq) VALUES (%s, %s)"
-                   " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq"),
+        insert=Bulk(q("INSERT INTO {s}.frames (topic, seq, position, event_id, name, data,"
+                      " traceparent, subject) SELECT * FROM "
+                      + unnest("text", "bigint", "text", "uuid", "text", "json", "text", "uuid"))),
+        renumber=Bulk(q("INSERT INTO {s}.topics (topic, seq) SELECT * FROM "
+                        + unnest("text", "bigint")
+                        + " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq")),
         forgotten=q("UPDATE {s}.frames SET data = (data::jsonb || '{{\"text\": null,"
                     " \"erased\": true}}')::json, subject = NULL WHERE subject = %s"),
     )  # fmt: skip
@@ -266,8 +269,10 @@ async def _insert(
     topics = sorted({topic for topic, *_ in made})
     # Both queries before either answer: one round trip (and one pipeline sync) for both.
     numbered = await conn.execute(statements.numbered, (topics,))
+    # Planned afresh each time (not prepared): a plan cached while the table was small
+    # reads all of it, however large it has grown, until the next ANALYZE.
     stored = await conn.execute(
-        statements.stored, (sorted({e.event_id for _, _, e, _, _ in made}),)
+        statements.stored, (sorted({e.event_id for _, _, e, _, _ in made}),), prepare=False
     )
     last = dict(await numbered.fetchall())
     seen = {tuple(row) for row in await stored.fetchall()}
@@ -290,6 +295,5 @@ async def _insert(
         )
     if not rows:
         return
-    async with conn.cursor() as c:
-        await c.executemany(statements.insert, rows)
-        await c.executemany(statements.renumber, [(t, last[t]) for t in topics if t in last])
+    await statements.insert.run(conn, rows)
+    await statements.renumber.run(conn, [(t, last[t]) for t in topics if t in last])

@@ -27,7 +27,7 @@ from events.envelope import Envelope
 from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
-from projections.batching import Runs
+from projections.batching import Bulk, Runs, unnest
 
 name = "messages"
 version = 2  # 2: erased (forgotten authors)
@@ -56,7 +56,7 @@ def ddl(schema: str) -> list[str]:
 
 @dataclass(frozen=True)
 class _Statements:
-    sent: sql.Composed
+    sent: Bulk
     edited: sql.Composed
     deleted: sql.Composed
     reacted: sql.Composed
@@ -75,10 +75,23 @@ def _statements(schema: str) -> _Statements:
         " AND seq = %(seq)s AND stream_version < %(v)s AND NOT deleted RETURNING message_id"
     )
     return _Statements(
-        sent=q(
-            "INSERT INTO {s}.messages (channel_id, seq, message_id, author_id, text, reply_to,"
-            " sent_at, stream_version, erased) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING"
+        sent=Bulk(
+            q(
+                "INSERT INTO {s}.messages (channel_id, seq, message_id, author_id, text, reply_to,"
+                " sent_at, stream_version, erased) SELECT * FROM "
+                + unnest(
+                    "uuid",
+                    "bigint",
+                    "uuid",
+                    "uuid",
+                    "text",
+                    "uuid",
+                    "timestamptz",
+                    "bigint",
+                    "boolean",
+                )
+                + " ON CONFLICT DO NOTHING"
+            )
         ),
         edited=q(
             "UPDATE {s}.messages SET text = %(text)s, erased = %(erased)s, edited_at = %(at)s,"
@@ -123,7 +136,9 @@ async def apply(
     await runs.flush()
 
 
-def _change(statements: _Statements, event: Event, v: int) -> tuple[sql.Composed, Any] | None:
+def _change(
+    statements: _Statements, event: Event, v: int
+) -> tuple[sql.Composed | Bulk, Any] | None:
     """The statement and row for one event (None: not ours)."""
     match event:
         case MessageSent():

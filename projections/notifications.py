@@ -33,7 +33,7 @@ from events.auction import AuctionClosed, BidPlaced
 from events.channel import MemberInvited, MemberJoined, MessageSent, MessagesRead
 from events.envelope import Envelope
 from events.registry import Event, decode
-from projections.batching import Runs
+from projections.batching import Bulk, Runs, unnest
 
 name = "notifications"
 version = 3  # 2: auctions, 3: the currency of amounts
@@ -64,7 +64,7 @@ def ddl(schema: str) -> list[str]:
 @dataclass(frozen=True)
 class _Statements:
     insert: sql.Composed
-    read_upto: sql.Composed
+    read_upto: Bulk
     joined: sql.Composed
 
 
@@ -79,9 +79,14 @@ def _statements(schema: str) -> _Statements:
             " VALUES (" + ", ".join(f"%({c})s" for c in (*_COLUMNS, "stream_version")) + ")"
             " ON CONFLICT (notification_id) DO NOTHING"
         ),
-        read_upto=q(
-            "UPDATE {s}.notifications SET read = true WHERE user_id = %s AND channel_id = %s"
-            " AND seq <= %s AND NOT read"
+        read_upto=Bulk(
+            q(
+                "UPDATE {s}.notifications n SET read = true FROM "
+                + unnest("uuid", "uuid", "bigint")
+                + " AS r(user_id, channel_id, seq)"
+                " WHERE n.user_id = r.user_id AND n.channel_id = r.channel_id AND n.seq <= r.seq"
+                " AND NOT n.read"
+            )
         ),
         joined=q(
             "UPDATE {s}.notifications SET read = true WHERE user_id = %s AND channel_id = %s"
