@@ -157,12 +157,15 @@ def run() -> None:
 def _serve_http(factory: str, settings: Settings, port: int) -> None:
     import uvicorn
 
+    from infra.one_write import OneWriteHttpTools
+
     uvicorn.run(
         factory,
         factory=True,
         host=settings.host,
         port=port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http=OneWriteHttpTools,  # uvicorn's httptools protocol, one write a response
         log_config=None,  # keep ours: uvicorn's records go through the structlog renderer
         access_log=False,  # request logging is the apps' job: they know the correlation id
         server_header=False,

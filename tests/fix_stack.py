@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from events.envelope import ORIGIN, Position
 from infra.bootstrap import create_read_api as read_app
 from infra.db import make_pool
+from infra.one_write import OneWriteHttpTools
 from infra.relay import Relay, connect_jetstream
 from infra.settings import Settings
 from projections.runner import ProjectionRunner
@@ -44,9 +45,12 @@ class Stack:
 @contextlib.asynccontextmanager
 async def serve(app: object) -> AsyncIterator[str]:
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )  # type: ignore[arg-type]
+    # With the protocol `hubbub write-api` and `read-api` serve with (infra.cli)
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host="127.0.0.1", port=port, log_config=None, lifespan="on", http=OneWriteHttpTools,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
