@@ -44,7 +44,7 @@ from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
 from projections import notifications
-from projections.batching import Bulk, unnest
+from projections.batching import unnest
 
 name = "feed"
 version = 3  # 2: frames carry the causing request's traceparent, 3: subjects (erasure)
@@ -208,10 +208,7 @@ def frames_of(envelope: Envelope, event: Event) -> list[Frame]:
 
 @dataclass(frozen=True)
 class _Statements:
-    numbered: sql.Composed
-    stored: sql.Composed
-    insert: Bulk
-    renumber: Bulk
+    insert: sql.Composed
     forgotten: sql.Composed
 
 
@@ -223,15 +220,24 @@ def _statements(schema: str) -> _Statements:
         return sql.SQL(text).format(s=sql.Identifier(schema))
 
     return _Statements(
-        numbered=q("SELECT topic, seq FROM {s}.topics WHERE topic = ANY(%s)"),
-        stored=q("SELECT event_id::text, topic, name FROM {s}.frames"
-                 " WHERE event_id = ANY(%s::uuid[])"),
-        insert=Bulk(q("INSERT INTO {s}.frames (topic, seq, position, event_id, name, data,"
-                      " traceparent, subject) SELECT * FROM "
-                      + unnest("text", "bigint", "text", "uuid", "text", "json", "text", "uuid"))),
-        renumber=Bulk(q("INSERT INTO {s}.topics (topic, seq) SELECT * FROM "
-                        + unnest("text", "bigint")
-                        + " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq")),
+        # A batch's frames in one statement: each topic's new frames are numbered after its
+        # last seq, in the batch's order; a frame already stored (same event, topic and
+        # name) is skipped and takes no number; the topics' last seqs move to the greatest
+        # inserted. One execution and no round trip for the numbers: reading them first
+        # cost the batch's transaction a sync of its own.
+        insert=q(
+            "WITH f AS (SELECT * FROM " + unnest("text", "text", "uuid", "text", "json", "text", "uuid")
+            + " WITH ORDINALITY AS f(topic, position, event_id, name, data, traceparent, subject, ord)"
+            " WHERE NOT EXISTS (SELECT 1 FROM {s}.frames s WHERE s.event_id = f.event_id"
+            " AND s.topic = f.topic AND s.name = f.name)),"
+            " numbered AS (SELECT f.*, coalesce((SELECT t.seq FROM {s}.topics t WHERE t.topic = f.topic), 0)"
+            " + row_number() OVER (PARTITION BY f.topic ORDER BY f.ord) AS seq FROM f),"
+            " ins AS (INSERT INTO {s}.frames (topic, seq, position, event_id, name, data, traceparent,"
+            " subject) SELECT topic, seq, position, event_id, name, data, traceparent, subject"
+            " FROM numbered ORDER BY ord RETURNING topic, seq)"
+            " INSERT INTO {s}.topics (topic, seq) SELECT topic, max(seq) FROM ins GROUP BY topic"
+            " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq"
+        ),
         forgotten=q("UPDATE {s}.frames SET data = (data::jsonb || '{{\"text\": null,"
                     " \"erased\": true}}')::json, subject = NULL WHERE subject = %s"),
     )  # fmt: skip
@@ -266,34 +272,11 @@ async def _insert(
     statements: _Statements,
     made: list[tuple[str, str, Envelope, dict[str, Any], str | None]],
 ) -> None:
-    topics = sorted({topic for topic, *_ in made})
-    # Both queries before either answer: one round trip (and one pipeline sync) for both.
-    numbered = await conn.execute(statements.numbered, (topics,))
-    # Planned afresh each time (not prepared): a plan cached while the table was small
-    # reads all of it, however large it has grown, until the next ANALYZE.
-    stored = await conn.execute(
-        statements.stored, (sorted({e.event_id for _, _, e, _, _ in made}),), prepare=False
-    )
-    last = dict(await numbered.fetchall())
-    seen = {tuple(row) for row in await stored.fetchall()}
-    rows = []
-    for topic, kind, envelope, view, subject in made:
-        if (envelope.event_id, topic, kind) in seen:
-            continue
-        last[topic] = last.get(topic, 0) + 1
-        rows.append(
-            (
-                topic,
-                last[topic],
-                envelope.position,
-                envelope.event_id,
-                kind,
-                _ENCODER.encode(view).decode(),
-                traceparent_of(envelope),
-                subject,
-            )
-        )
-    if not rows:
-        return
-    await statements.insert.run(conn, rows)
-    await statements.renumber.run(conn, [(t, last[t]) for t in topics if t in last])
+    rows = [
+        (topic, envelope.position, envelope.event_id, kind, _ENCODER.encode(view).decode(),
+         traceparent_of(envelope), subject)
+        for topic, kind, envelope, view, subject in made
+    ]  # fmt: skip
+    # Planned afresh each time (not prepared): a plan cached while the tables were small
+    # scans them whole, however large they have grown, until the next ANALYZE.
+    await conn.execute(statements.insert, [list(c) for c in zip(*rows, strict=True)], prepare=False)
