@@ -328,6 +328,42 @@ def _append_one_sql(idem: bool, hint: bool) -> str:
 # hash, response].
 _APPEND_ONE: Final = {(i, h): _append_one_sql(i, h) for i in (False, True) for h in (False, True)}
 
+# Several streams, one event each (what the write API's combiner sends): one statement,
+# as the single-event one does it, for every stream at once. Nothing is inserted unless
+# every head is at its expected version; the heads come back either way, so that the
+# caller can name the stream that was elsewhere.
+_INSERT_EACH_SQL: Final = f"""
+WITH h AS (
+    SELECT p.*, coalesce(last.stream_version, 0) AS v, coalesce(last.hash, {_GENESIS_SQL}) AS hh
+    FROM unnest(%b::uuid[], %b::text[], %b::bigint[], %b::text[], %b::integer[], %b::text[],
+                %b::text[], %b::bytea[])
+         WITH ORDINALITY AS p(eid, sid, expected, typ, sv, dat, meta, digest, ord)
+    LEFT JOIN LATERAL (
+        SELECT stream_version, hash FROM events WHERE stream_id = p.sid
+        ORDER BY stream_version DESC LIMIT 1
+    ) AS last ON true
+), ins AS (
+    INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
+                        recorded_at, data, metadata, prev_hash, hash)
+    SELECT eid, sid, split_part(sid, '-', 1), v + 1, typ, sv, now(), dat::json, meta::json, hh,
+           sha256(hh || int8send(v + 1)
+                  || int8send((extract(epoch FROM now()) * 1000000)::bigint) || digest)
+    FROM h WHERE NOT EXISTS (SELECT 1 FROM h WHERE NOT (expected = -1 OR v = expected))
+    ORDER BY ord
+    RETURNING position
+){{idem}}
+SELECT pg_current_xact_id(), (SELECT array_agg(position ORDER BY position) FROM ins), now(),
+       (SELECT array_agg(v ORDER BY ord) FROM h){{hint}}"""
+
+
+def _insert_each_sql(idem: bool, hint: bool) -> str:
+    return _INSERT_EACH_SQL.replace("{idem}", _IDEM_MANY_CTE if idem else "").replace(
+        "{hint}", f", {_NOTIFY}" if hint else ""
+    )
+
+
+_INSERT_EACH: Final = {(i, h): _insert_each_sql(i, h) for i in (False, True) for h in (False, True)}
+
 # Only transactions that have ended lie below our snapshot's xmin: nothing can appear
 # there any more, so reading up to it never skips an event committed late.
 COMMIT_SAFE: Final = "txid < pg_snapshot_xmin(pg_current_snapshot())"
@@ -490,6 +526,15 @@ class AppendNotifier:
                 await self._task
 
 
+def _idempotency_params(keys: list[Idempotency], events: int) -> tuple[list[Any], ...]:
+    """The idempotency CTE's arrays: each key with the ordinal of the event it ends at."""
+    return (
+        [k.scope for k in keys], [k.key for k in keys], [k.request_hash for k in keys],
+        [k.response.decode() for k in keys],
+        [(k.upto if k.upto >= 0 else events + k.upto) + 1 for k in keys],
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class _Columns:
     """The events of a multi-event append, column by column, as _append_many sends them."""
@@ -568,12 +613,16 @@ class EventStore:
         # a caller's transaction it may carry the relay's hint (see AppendNotifier).
         one = len(appends) == 1 and len(appends[0].events) == 1 and len(keys) <= 1
         columns = None if one else _Columns.of(appends)
+        # One event a stream (several streams): one statement too.
+        each = columns is not None and len(columns.event_ids) == len(columns.streams)
         notifier, metrics = self.notifier, APPEND_METRICS
-        hint = one and conn is None and notifier is not None and notifier.claim()
+        hint = (one or each) and conn is None and notifier is not None and notifier.claim()
         started = time.perf_counter()
         try:
             if columns is None:
                 result = await self._append_one(appends[0], keys[0] if keys else None, hint, conn)
+            elif each:
+                result = await self._append_each(columns, keys, hint, conn)
             else:
                 result = await self._append_many(columns, keys, conn)
         except psycopg.Error as e:
@@ -650,6 +699,38 @@ class EventStore:
                 raise ConcurrencyError(stream, expected, await _version(given, stream))
         return AppendResult(row[0], [row[1]], [row[2]], row[3])
 
+    async def _append_each(
+        self, c: _Columns, keys: list[Idempotency], hint: bool,
+        given: psycopg.AsyncConnection[Any] | None,
+    ) -> AppendResult:  # fmt: skip
+        params: tuple[Any, ...] = (
+            c.event_ids, c.stream_ids, c.expected, c.types, c.schema_versions, c.data, c.metadata,
+            c.digests,
+        )  # fmt: skip
+        if keys:
+            params += _idempotency_params(keys, len(c.event_ids))
+        query = _INSERT_EACH[bool(keys), hint]
+        if given is None:
+            conn = await self.pool.getconn()  # as in _append_one
+            try:
+                cur = await conn.execute(query, params, prepare=True)
+                row = await cur.fetchone()
+            finally:
+                await self.pool.putconn(conn)
+        else:
+            cur = await given.execute(query, params, prepare=True)
+            row = await cur.fetchone()
+        assert row is not None
+        txid, positions, now, heads = row[:4]
+        if positions is None:
+            for stream, wanted, actual in zip(c.streams, c.expected, heads, strict=True):
+                if not (wanted == ANY or actual == wanted):
+                    raise ConcurrencyError(stream, wanted, actual)
+        versions = [head + 1 for head in heads]
+        return AppendResult(
+            txid=txid, positions=list(positions), versions=versions, recorded_at=now
+        )
+
     async def _append_many(
         self, c: _Columns, keys: list[Idempotency], given: psycopg.AsyncConnection[Any] | None
     ) -> AppendResult:
@@ -680,11 +761,7 @@ class EventStore:
             )  # fmt: skip
             query = _INSERT_MANY_SQL.replace("{idem}", _IDEM_MANY_CTE if keys else "")
             if keys:
-                params += (
-                    [k.scope for k in keys], [k.key for k in keys], [k.request_hash for k in keys],
-                    [k.response.decode() for k in keys],
-                    [(k.upto if k.upto >= 0 else len(event_ids) + k.upto) + 1 for k in keys],
-                )  # fmt: skip
+                params += _idempotency_params(keys, len(event_ids))
             cur = await conn.execute(query, params)
             row = await cur.fetchone()
         assert row is not None

@@ -92,6 +92,36 @@ async def test_multi_stream_append_is_atomic(shared_pool: AsyncConnectionPool) -
     assert result.versions == [1, 2]
 
 
+async def test_one_event_in_each_of_several_streams_chains_and_keys_like_the_others(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    """The combiner's shape (one statement for several streams, one event each): hashes
+    chained as the other paths chain them, versions and keys where they belong, and a
+    stream elsewhere refuses the whole append under its own name."""
+    store = EventStore(shared_pool)
+    a, b, c = (f"test-{uuid.uuid4()}" for _ in range(3))
+    await store.append([StreamAppend(b, NO_STREAM, [new_event(), new_event()])])
+    scope = str(uuid.uuid4())
+    keys = [Idempotency(scope=scope, key=k, request_hash=b"h", response=b"{}", upto=i)
+            for i, k in enumerate("xy")]  # fmt: skip
+    result = await store.append(
+        [StreamAppend(a, NO_STREAM, [new_event(1)]), StreamAppend(b, 2, [new_event(2)])],
+        idempotency=keys,
+    )
+    assert result.versions == [1, 3] and result.positions == sorted(result.positions)
+    for stream in (a, b):
+        verify_chain(await store.read_stream(stream))
+    found = await store.find_idempotent_many([(scope, "x"), (scope, "y")])
+    assert found[(scope, "x")].positions == [result.positions[0]]
+    assert found[(scope, "y")].positions == [result.positions[1]]
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append(
+            [StreamAppend(c, NO_STREAM, [new_event()]), StreamAppend(b, 2, [new_event()])]
+        )
+    assert (info.value.stream_id, info.value.expected, info.value.actual) == (b, 2, 3)
+    assert await store.read_stream(c) == []
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 async def test_many_writers_on_one_stream_exactly_one_wins_each_version(
     shared_pool: AsyncConnectionPool, batch: int
