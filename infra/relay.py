@@ -28,6 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ENCODER, Metadata, Position, global_link
@@ -35,7 +36,7 @@ from infra.db import configure, make_pool
 from infra.metrics import serve_metrics
 from infra.nats import AckedPublisher, connect, ensure_stream
 from infra.settings import Settings
-from infra.store import EventStore, RecordedEvent
+from infra.store import PROJECTION_CHANNEL, EventStore, RecordedEvent
 
 log = structlog.get_logger(__name__)
 
@@ -146,6 +147,10 @@ class Relay:
             log.info("relay is the leader")
             self.leading.set()
             await leader.execute("LISTEN hubbub_events")
+            # A projector's batch is a write transaction: while it is open, events committed
+            # after it began are past the commit-safe horizon. Its commit is when they come
+            # within reach, so it wakes the relay too.
+            await leader.execute(sql.SQL("LISTEN {}").format(sql.Identifier(PROJECTION_CHANNEL)))
             # Checkpoints are written with asynchronous commit, on a connection of their own
             # (the leader's waits for NOTIFYs): one lost in a crash only means republishing,
             # which JetStream and consumers absorb.
@@ -196,13 +201,17 @@ class Relay:
                     continue
                 RELAY_LAG_SECONDS.set(0.0)  # nothing left to publish
                 # Recently busy: more events are likely on their way, and the writers'
-                # NOTIFY comes at most every 5 ms; so poll, soon at first, then less often
-                # (doubling up to 4 ms). Idle: wait for a NOTIFY, poll as a fallback (first
-                # dropping those that came while busy: each would cost a read).
+                # NOTIFY comes at most every 5 ms; so read again at the next NOTIFY (a
+                # writer's, or a projector's commit, which may have held back the horizon)
+                # or poll, soon at first, then less often (doubling up to 4 ms). Idle: wait
+                # for a NOTIFY, poll as a fallback (first dropping those that came while
+                # busy: each would cost a read).
                 if time.monotonic() - last_busy < 0.25:
                     await save(now=False)
                     empty_reads += 1
-                    await asyncio.sleep(min(self.busy_poll_s * 2**empty_reads, 0.004))
+                    await self._wait_for_notify(
+                        leader, min(self.busy_poll_s * 2**empty_reads, 0.004)
+                    )
                 else:
                     await save(now=True)
                     async for _ in leader.notifies(timeout=0.0):

@@ -316,6 +316,9 @@ SELECT txid, position, stream_version, recorded_at FROM ins"""
 # The hint an append may carry (see AppendNotifier): PostgreSQL delivers it at the commit,
 # and only when the row was inserted.
 _NOTIFY: Final = "pg_notify('hubbub_events', '')"
+# What the projector NOTIFYs as each batch commits (projections.runtime): the relay
+# listens too, as a projector's transaction holds back the commit-safe horizon.
+PROJECTION_CHANNEL: Final = "hubbub_projection"
 
 
 def _append_one_sql(idem: bool, hint: bool) -> str:

@@ -18,10 +18,10 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from events.envelope import ORIGIN, Envelope, Position
-from infra.store import RecordedEvent
+from infra.store import PROJECTION_CHANNEL, RecordedEvent
 from infra.vault import KeyCache, open_envelopes
 
-NOTIFY_CHANNEL = "hubbub_projection"
+NOTIFY_CHANNEL = PROJECTION_CHANNEL
 
 
 class Projection(Protocol):
