@@ -25,8 +25,10 @@ class Bulk:
 
 
 def unnest(*types: str) -> str:
-    """`unnest(%s::t1[], %s::t2[], ...)`: a Bulk statement's rows, as a FROM item."""
-    return "unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+    """`unnest(%b::t1[], %b::t2[], ...)`: a Bulk statement's rows, as a FROM item. Binary
+    parameters: as text, psycopg quotes each element of each array in Python (a third of
+    the execution's time, for a batch of twenty rows)."""
+    return "unnest(" + ", ".join(f"%b::{t}[]" for t in types) + ")"
 
 
 class Runs:
