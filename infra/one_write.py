@@ -3,9 +3,8 @@
 uvicorn writes a response's status line and headers, then its body, as two writes: two
 send() calls and two TCP segments, and the client wakes for each. On loopback the sender
 pays for both ends of each segment, so the second write cost the read and write APIs a
-tenth of their CPU a request. Here the transport's writes are gathered until the event
-loop's next turn and sent as one: nothing waits longer than that, and bytes keep their
-order.
+tenth of their CPU a request. Here the head waits for the body and both go out in one
+write: a head waits at most until the event loop's next turn, and bytes keep their order.
 """
 
 from __future__ import annotations
@@ -17,27 +16,32 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class _Gathering:
-    """A transport whose writes go out together once the current loop turn ends (or at
-    once, before anything that ends or hands over the connection)."""
+    """A transport that holds a response's head until its body comes, and sends the two
+    as one write. A head is held at most until the loop's next turn (a response whose
+    body is streamed, or has none, still goes out); everything else is written at once."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] = []
+        self._head: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._held:
+        data = bytes(data)
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
+            self._head = data  # uvicorn writes a response's head, then its body
             self._loop.call_soon(self.flush)
-        self._held.append(bytes(data))
+            return
+        self._transport.write(data)
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
 
     def flush(self) -> None:
-        if self._held:
-            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-            self._held.clear()
+        if self._head is not None:
+            data, self._head = self._head, None
             if not self._transport.is_closing():
                 self._transport.write(data)
 
