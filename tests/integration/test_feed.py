@@ -103,3 +103,7 @@ async def test_a_batch_applied_again_adds_no_frame(stack: Stack, pool: AsyncConn
     async with pool.connection() as conn, conn.transaction():
         await feed.apply(conn, "rm_feed", [envelope_of(e) for e in recorded])
     assert await frames(pool, feed.channel_topic(cid), last["position"]) == before
+    # Skipped frames took no number: the next message's frame follows the last, no gap.
+    after = await say(stack.write, cid, ann)
+    seqs = [seq for seq, _, _ in await frames(pool, feed.channel_topic(cid), after["position"])]
+    assert seqs == list(range(1, len(before) + 2))
