@@ -44,7 +44,7 @@ from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
 from projections import notifications
-from projections.batching import unnest
+from projections.batching import Bulk, unnest
 
 name = "feed"
 version = 3  # 2: frames carry the causing request's traceparent, 3: subjects (erasure)
@@ -208,7 +208,7 @@ def frames_of(envelope: Envelope, event: Event) -> list[Frame]:
 
 @dataclass(frozen=True)
 class _Statements:
-    insert: sql.Composed
+    insert: Bulk
     forgotten: sql.Composed
 
 
@@ -225,7 +225,7 @@ def _statements(schema: str) -> _Statements:
         # name) is skipped and takes no number; the topics' last seqs move to the greatest
         # inserted. One execution and no round trip for the numbers: reading them first
         # cost the batch's transaction a sync of its own.
-        insert=q(
+        insert=Bulk(q(
             "WITH f AS (SELECT * FROM " + unnest("text", "text", "uuid", "text", "json", "text", "uuid")
             + " WITH ORDINALITY AS f(topic, position, event_id, name, data, traceparent, subject, ord)"
             " WHERE NOT EXISTS (SELECT 1 FROM {s}.frames s WHERE s.event_id = f.event_id"
@@ -237,7 +237,7 @@ def _statements(schema: str) -> _Statements:
             " FROM numbered ORDER BY ord RETURNING topic, seq)"
             " INSERT INTO {s}.topics (topic, seq) SELECT topic, max(seq) FROM ins GROUP BY topic"
             " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq"
-        ),
+        ), prepare=False),  # it looks frames up by event: see Bulk.prepare
         forgotten=q("UPDATE {s}.frames SET data = (data::jsonb || '{{\"text\": null,"
                     " \"erased\": true}}')::json, subject = NULL WHERE subject = %s"),
     )  # fmt: skip
@@ -272,11 +272,8 @@ async def _insert(
     statements: _Statements,
     made: list[tuple[str, str, Envelope, dict[str, Any], str | None]],
 ) -> None:
-    rows = [
+    await statements.insert.run(conn, [
         (topic, envelope.position, envelope.event_id, kind, _ENCODER.encode(view).decode(),
          traceparent_of(envelope), subject)
         for topic, kind, envelope, view, subject in made
-    ]  # fmt: skip
-    # Planned afresh each time (not prepared): a plan cached while the tables were small
-    # scans them whole, however large they have grown, until the next ANALYZE.
-    await conn.execute(statements.insert, [list(c) for c in zip(*rows, strict=True)], prepare=False)
+    ])  # fmt: skip
