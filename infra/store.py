@@ -681,26 +681,29 @@ class EventStore:
         )  # fmt: skip
         if idem is not None:
             params += (idem.scope, idem.key, idem.request_hash, idem.response.decode())
-        query = _APPEND_ONE[idem is not None, hint]
-        if given is None:
-            # The hot path: getconn/putconn, not pool.connection(), whose wrapper also
-            # commits the connection (autocommit, so idle) under its lock on the way out,
-            # for half a checkout's CPU; putconn still rolls back or discards a connection
-            # left in a transaction or broken.
-            conn = await self.pool.getconn()
-            try:
-                cur = await conn.execute(query, params, prepare=True)
-                row = await cur.fetchone()
-                if row is None:
-                    raise ConcurrencyError(stream, expected, await _version(conn, stream))
-            finally:
-                await self.pool.putconn(conn)
-        else:
-            cur = await given.execute(query, params, prepare=True)
-            row = await cur.fetchone()
-            if row is None:
-                raise ConcurrencyError(stream, expected, await _version(given, stream))
+        row = await self._one_row(_APPEND_ONE[idem is not None, hint], params, given)
+        if row is None:
+            actual = await (self.version_of(stream) if given is None else _version(given, stream))
+            raise ConcurrencyError(stream, expected, actual)
         return AppendResult(row[0], [row[1]], [row[2]], row[3])
+
+    async def _one_row(
+        self, query: str, params: tuple[Any, ...], given: psycopg.AsyncConnection[Any] | None
+    ) -> tuple[Any, ...] | None:
+        """The row a prepared statement returns, on `given` or a pool connection. The hot
+        path: getconn/putconn, not pool.connection(), whose wrapper also commits the
+        connection (autocommit, so idle) under its lock on the way out, for half a
+        checkout's CPU; putconn still rolls back or discards a connection left in a
+        transaction or broken."""
+        if given is not None:
+            cur = await given.execute(query, params, prepare=True)
+            return await cur.fetchone()
+        conn = await self.pool.getconn()
+        try:
+            cur = await conn.execute(query, params, prepare=True)
+            return await cur.fetchone()
+        finally:
+            await self.pool.putconn(conn)
 
     async def _append_each(
         self, c: _Columns, keys: list[Idempotency], hint: bool,
@@ -712,17 +715,7 @@ class EventStore:
         )  # fmt: skip
         if keys:
             params += _idempotency_params(keys, len(c.event_ids))
-        query = _INSERT_EACH[bool(keys), hint]
-        if given is None:
-            conn = await self.pool.getconn()  # as in _append_one
-            try:
-                cur = await conn.execute(query, params, prepare=True)
-                row = await cur.fetchone()
-            finally:
-                await self.pool.putconn(conn)
-        else:
-            cur = await given.execute(query, params, prepare=True)
-            row = await cur.fetchone()
+        row = await self._one_row(_INSERT_EACH[bool(keys), hint], params, given)
         assert row is not None
         txid, positions, now, heads = row[:4]
         if positions is None:
