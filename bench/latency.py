@@ -28,7 +28,7 @@ import psycopg
 from bench.context import QUICK, BenchContext
 from bench.processes import CpuWatch, start_part, stop_parts
 from bench.result import Result
-from bench.timing import quantile
+from bench.timing import open_loop, quantile
 from events.envelope import Position
 from events.registry import encode
 from events.user import UserRegistered, user_stream
@@ -70,33 +70,12 @@ async def _listen(conn: psycopg.AsyncConnection[object], arrivals: list[tuple[fl
 async def _write(store: EventStore, seconds: float) -> list[tuple[float, Position, float]]:
     """Append one event every 1/RATE s for `seconds`, open loop: (scheduled, position,
     commit time) for each, in schedule order."""
-    done: list[tuple[float, Position, float]] = []
-    errors: list[BaseException] = []
 
-    async def one(scheduled: float) -> None:
-        try:
-            result = await store.append([_registration()])
-        except Exception as e:  # reported after the run, not swallowed
-            errors.append(e)
-            return
-        done.append((scheduled, result.position, time.perf_counter()))
+    async def one(_: int, scheduled: float) -> tuple[float, Position, float]:
+        result = await store.append([_registration()])
+        return scheduled, result.position, time.perf_counter()
 
-    tasks: set[asyncio.Task[None]] = set()
-    total = int(seconds * RATE)
-    start = time.perf_counter()
-    for i in range(total):
-        target = start + i / RATE
-        delay = target - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(target))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
-    if errors:
-        raise RuntimeError(f"{len(errors)} appends failed") from errors[0]
-    return sorted(done)
+    return sorted(await open_loop(one, time.perf_counter(), int(seconds * RATE), RATE, "appends"))
 
 
 async def _wait_visible(arrivals: list[tuple[float, Position]], last: Position) -> None:
