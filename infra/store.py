@@ -28,6 +28,7 @@ from events.envelope import (
     ORIGIN,
     Envelope,
     Position,
+    category_of,
     chain_hash,
     content_digest,
     micros,
@@ -280,6 +281,28 @@ _IDEM_MANY_CTE: Final = """, idem AS (
     JOIN (SELECT position, row_number() OVER (ORDER BY position) AS n FROM ins) AS p
       ON p.n = i.n
 )"""
+
+# From this many events, an append COPYs them in: COPY inserts a page of rows at a time,
+# with one WAL record a page and the table extended in bulk, where INSERT ... SELECT goes
+# row by row. It costs two round trips more (no pipeline around a COPY), so small appends
+# keep the INSERT.
+COPY_FROM: Final = 64
+_COPY_SQL: Final = """
+COPY events (event_id, stream_id, category, stream_version, type, schema_version, recorded_at,
+             data, metadata, prev_hash, hash) FROM STDIN (FORMAT BINARY)"""
+# json goes as text: in binary COPY a json field is its UTF-8 text, and json_recv still
+# checks that it is JSON.
+_COPY_TYPES: Final = (
+    "uuid", "text", "text", "int8", "text", "int4", "timestamptz", "text", "text", "bytea", "bytea",
+)  # fmt: skip
+# The rows the COPY made: this transaction's, by the (txid, position) key; the ids keep out
+# any events the caller's transaction appended before.
+_COPIED_SQL: Final = """
+SELECT pg_current_xact_id(), array_agg(position ORDER BY position) FROM events
+WHERE txid = pg_current_xact_id() AND event_id = ANY(%b::uuid[])"""
+_IDEM_KEYS_SQL: Final = """
+INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[], %b::bigint[])"""
 
 _GENESIS_SQL: Final = "'\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea"
 # One event: one statement, each parameter once (a row `p` of them). The stream's head (its
@@ -561,21 +584,68 @@ class _Columns:
                 raise ValueError(f"stream {a.stream_id} appears twice in one append")
             c.streams.append(a.stream_id)
             c.expected.append(a.expected)
-            for e in a.events:
-                c.stream_ids.append(a.stream_id)
-                c.event_ids.append(e.event_id)
-                c.types.append(e.type)
-                c.schema_versions.append(e.schema_version)
-                c.data.append(e.data.decode())
-                c.metadata.append(e.metadata.decode())
-                c.digests.append(
-                    content_digest(
-                        e.event_id, a.stream_id, e.type, e.schema_version, e.data, e.metadata
-                    )
-                )
+            # Column by column: a comprehension a column costs a third less than one loop
+            # appending to every column.
+            events, sid = a.events, a.stream_id
+            c.stream_ids.extend([sid] * len(events))
+            c.event_ids.extend([e.event_id for e in events])
+            c.types.extend([e.type for e in events])
+            c.schema_versions.extend([e.schema_version for e in events])
+            c.data.extend([e.data.decode() for e in events])
+            c.metadata.extend([e.metadata.decode() for e in events])
+            c.digests.extend(
+                content_digest(e.event_id, sid, e.type, e.schema_version, e.data, e.metadata)
+                for e in events
+            )
         if not c.event_ids:
             raise ValueError("an append needs at least one event")
         return c
+
+
+def _chain(
+    c: _Columns, heads_rows: list[tuple[Any, ...]]
+) -> tuple[datetime, list[int], list[bytes], list[bytes]]:
+    """From _HEADS_SQL's rows: the transaction's now() and each event's version, previous
+    hash and hash, chained as the single-event statement chains them. ConcurrencyError
+    when a stream is not at its expected version."""
+    now = heads_rows[0][0]
+    heads = {row[1]: (row[2] or 0, row[3] or GENESIS_HASH) for row in heads_rows}
+    for stream, wanted in zip(c.streams, c.expected, strict=True):
+        actual = heads[stream][0]
+        if (wanted == NO_STREAM and actual != 0) or (wanted > 0 and actual != wanted):
+            raise ConcurrencyError(stream, wanted, actual)
+    recorded = micros(now)
+    versions, prevs, hashes = [], [], []
+    for stream, digest in zip(c.stream_ids, c.digests, strict=True):
+        version, prev = heads[stream]
+        version += 1
+        event_hash = chain_hash(prev, version, recorded, digest)
+        heads[stream] = (version, event_hash)
+        versions.append(version)
+        prevs.append(prev)
+        hashes.append(event_hash)
+    return now, versions, prevs, hashes
+
+
+async def _copy_events(
+    conn: psycopg.AsyncConnection[Any], c: _Columns, now: datetime,
+    versions: list[int], prevs: list[bytes], hashes: list[bytes],
+) -> tuple[Any, list[int]]:  # fmt: skip
+    """COPY the events in, then read back the transaction id and their positions."""
+    cur = conn.cursor()
+    async with cur.copy(_COPY_SQL) as copy:
+        copy.set_types(_COPY_TYPES)
+        category = {stream: category_of(stream) for stream in c.streams}
+        for values in zip(
+            c.event_ids, c.stream_ids, [category[s] for s in c.stream_ids], versions, c.types,
+            c.schema_versions, [now] * len(versions), c.data, c.metadata, prevs, hashes,
+            strict=True,
+        ):  # fmt: skip
+            await copy.write_row(values)
+    await cur.execute(_COPIED_SQL, (c.event_ids,))
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 async def _version(conn: psycopg.AsyncConnection[Any], stream_id: str) -> int:
@@ -730,38 +800,32 @@ class EventStore:
     async def _append_many(
         self, c: _Columns, keys: list[Idempotency], given: psycopg.AsyncConnection[Any] | None
     ) -> AppendResult:
-        streams, expected, stream_ids, event_ids = c.streams, c.expected, c.stream_ids, c.event_ids
-        types, schema_versions, data, metadata = c.types, c.schema_versions, c.data, c.metadata
-        digests = c.digests
-        async with self._connection(given) as conn, conn.pipeline(), conn.transaction():
-            cur = await conn.execute(_HEADS_SQL, (streams,))
-            rows = await cur.fetchall()
-            now = rows[0][0]
-            heads = {row[1]: (row[2] or 0, row[3] or GENESIS_HASH) for row in rows}
-            for stream, wanted in zip(streams, expected, strict=True):
-                actual = heads[stream][0]
-                if (wanted == NO_STREAM and actual != 0) or (wanted > 0 and actual != wanted):
-                    raise ConcurrencyError(stream, wanted, actual)
-            recorded = micros(now)
-            versions, prevs, hashes = [], [], []
-            for stream, digest in zip(stream_ids, digests, strict=True):
-                version, prev = heads[stream]
-                version += 1
-                event_hash = chain_hash(prev, version, recorded, digest)
-                heads[stream] = (version, event_hash)
-                versions.append(version)
-                prevs.append(prev)
-                hashes.append(event_hash)
-            params: tuple[Any, ...] = (
-                event_ids, stream_ids, versions, types, schema_versions, data, metadata, prevs, hashes,
-            )  # fmt: skip
-            query = _INSERT_MANY_SQL.replace("{idem}", _IDEM_MANY_CTE if keys else "")
-            if keys:
-                params += _idempotency_params(keys, len(event_ids))
-            cur = await conn.execute(query, params)
-            row = await cur.fetchone()
-        assert row is not None
-        txid, positions = row
+        copy = len(c.event_ids) >= COPY_FROM
+        async with (
+            self._connection(given) as conn,
+            contextlib.nullcontext() if copy else conn.pipeline(),
+            conn.transaction(),
+        ):
+            cur = await conn.execute(_HEADS_SQL, (c.streams,))
+            now, versions, prevs, hashes = _chain(c, await cur.fetchall())
+            if copy:
+                txid, positions = await _copy_events(conn, c, now, versions, prevs, hashes)
+                if keys:
+                    *idem, ordinals = _idempotency_params(keys, len(c.event_ids))
+                    at = [positions[n - 1] for n in ordinals]
+                    await conn.execute(_IDEM_KEYS_SQL, (*idem, at))
+            else:
+                params: tuple[Any, ...] = (
+                    c.event_ids, c.stream_ids, versions, c.types, c.schema_versions, c.data,
+                    c.metadata, prevs, hashes,
+                )  # fmt: skip
+                query = _INSERT_MANY_SQL.replace("{idem}", _IDEM_MANY_CTE if keys else "")
+                if keys:
+                    params += _idempotency_params(keys, len(c.event_ids))
+                cur = await conn.execute(query, params)
+                row = await cur.fetchone()
+                assert row is not None
+                txid, positions = row
         return AppendResult(
             txid=txid, positions=list(positions), versions=versions, recorded_at=now
         )

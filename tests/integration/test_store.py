@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from events.envelope import GENESIS_HASH, chain_hash, content_digest, micros
 from infra.store import (
     ANY,
+    COPY_FROM,
     NO_STREAM,
     AppendNotifier,
     ConcurrencyError,
@@ -20,6 +21,7 @@ from infra.store import (
     Idempotency,
     NewEvent,
     RecordedEvent,
+    StoreUnavailable,
     StreamAppend,
 )
 
@@ -122,7 +124,7 @@ async def test_one_event_in_each_of_several_streams_chains_and_keys_like_the_oth
     assert await store.read_stream(c) == []
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, COPY_FROM])
 async def test_many_writers_on_one_stream_exactly_one_wins_each_version(
     shared_pool: AsyncConnectionPool, batch: int
 ) -> None:
@@ -173,7 +175,7 @@ async def test_any_version_appends_never_lose_an_event(shared_pool: AsyncConnect
     assert len(await store.read_stream(stream)) == done == 80
 
 
-@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("batch", [1, 2, COPY_FROM])
 async def test_idempotency_key_appends_once_and_returns_the_first_result(
     shared_pool: AsyncConnectionPool, batch: int
 ) -> None:
@@ -224,6 +226,53 @@ async def test_one_append_records_several_keys_each_at_its_own_last_event(
         await store.append([StreamAppend(stream, 3, [new_event(), new_event()])], idempotency=again)
     assert len(await store.read_stream(stream)) == 3
     assert await store.find_idempotent(scope, "c") is None
+
+
+async def test_a_large_append_is_copied_in_and_chains_numbers_and_keys_like_a_small_one(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    """From COPY_FROM events an append COPYs them in: the same versions, hashes, positions
+    and keys as the INSERT path, only this append's positions inside a caller's
+    transaction, and a bad event or a stream elsewhere leaves nothing behind."""
+    store = EventStore(shared_pool)
+    a, b = f"test-{uuid.uuid4()}", f"big-{uuid.uuid4()}"
+    await store.append([StreamAppend(b, NO_STREAM, [new_event(0)])])
+    half = COPY_FROM // 2 + 1
+    scope = str(uuid.uuid4())
+    keys = [Idempotency(scope=scope, key="first", request_hash=b"h", response=b"{}", upto=half - 1),
+            Idempotency(scope=scope, key="last", request_hash=b"h", response=b"{}")]  # fmt: skip
+    async with shared_pool.connection() as conn, conn.transaction():
+        before = await store.append([StreamAppend(a, NO_STREAM, [new_event(-1)])], conn=conn)
+        result = await store.append(
+            [StreamAppend(a, 1, [new_event(i) for i in range(half)]),
+             StreamAppend(b, 1, [new_event(i) for i in range(half)])],
+            idempotency=keys, conn=conn,
+        )  # fmt: skip
+    assert len(result.positions) == 2 * half and before.positions[0] < result.positions[0]
+    assert result.positions == sorted(result.positions) and result.txid == before.txid
+    assert result.versions == [*range(2, half + 2), *range(2, half + 2)]
+    for stream in (a, b):
+        events = await store.read_stream(stream)
+        assert [e.stream_version for e in events] == list(range(1, half + 2))
+        assert [e.data for e in events[1:]] == [f'{{"n": {i}}}'.encode() for i in range(half)]
+        verify_chain(events)
+    async with shared_pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT DISTINCT stream_id, category FROM events WHERE stream_id IN (%s, %s)", (a, b)
+        )
+        assert sorted(await cur.fetchall()) == [(b, "big"), (a, "test")]
+    found = await store.find_idempotent_many([(scope, "first"), (scope, "last")])
+    assert found[(scope, "first")].positions == [result.positions[half - 1]]
+    assert found[(scope, "last")].positions == [result.positions[-1]]
+
+    bad = [new_event(i) for i in range(COPY_FROM)]
+    bad[-1] = NewEvent(event_id=uuid.uuid4(), type="Thing", data=b"{not json", metadata=b"{}")
+    with pytest.raises(StoreUnavailable):
+        await store.append([StreamAppend(a, half + 1, bad)])
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append([StreamAppend(a, 1, [new_event() for _ in range(COPY_FROM)])])
+    assert (info.value.expected, info.value.actual) == (1, half + 1)
+    assert len(await store.read_stream(a)) == half + 1
 
 
 async def test_events_cannot_be_updated_deleted_or_truncated(
