@@ -800,7 +800,10 @@ class EventStore:
     async def _append_many(
         self, c: _Columns, keys: list[Idempotency], given: psycopg.AsyncConnection[Any] | None
     ) -> AppendResult:
-        copy = len(c.event_ids) >= COPY_FROM
+        # COPY cannot run in a caller's pipeline: there, the INSERT.
+        copy = len(c.event_ids) >= COPY_FROM and (
+            given is None or given.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        )
         async with (
             self._connection(given) as conn,
             contextlib.nullcontext() if copy else conn.pipeline(),

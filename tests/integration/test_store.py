@@ -265,6 +265,13 @@ async def test_a_large_append_is_copied_in_and_chains_numbers_and_keys_like_a_sm
     assert found[(scope, "first")].positions == [result.positions[half - 1]]
     assert found[(scope, "last")].positions == [result.positions[-1]]
 
+    async with shared_pool.connection() as conn, conn.pipeline():  # no COPY in a pipeline
+        piped = await store.append(
+            [StreamAppend(b, half + 1, [new_event() for _ in range(COPY_FROM)])], conn=conn
+        )
+    assert piped.versions == list(range(half + 2, half + 2 + COPY_FROM))
+    verify_chain(await store.read_stream(b))
+
     bad = [new_event(i) for i in range(COPY_FROM)]
     bad[-1] = NewEvent(event_id=uuid.uuid4(), type="Thing", data=b"{not json", metadata=b"{}")
     with pytest.raises(StoreUnavailable):
