@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple, cast
 
@@ -51,6 +52,7 @@ class Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._waiter: asyncio.Future[Response] | None = None
         self.closed = False
+        self.idle_since = 0.0  # monotonic: when it last went back to its pool
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -115,6 +117,11 @@ class Connection(asyncio.Protocol):
             waiter.set_exception(error)
 
 
+# uvicorn closes a keep-alive connection after 5 s idle. A request sent as it does so is
+# reset (a full run lost gateway_latency that way): spares idle this long are not reused.
+IDLE_EXPIRY_S = 4.0
+
+
 class Pool:
     """Keep-alive connections to one server, opened as concurrency needs them (at most
     `limit`; beyond it callers queue). The most recently used is reused first, so the
@@ -142,8 +149,9 @@ class Pool:
     async def _acquire(self) -> Connection:
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed:
+            if not conn.closed and time.monotonic() - conn.idle_since < IDLE_EXPIRY_S:
                 return conn
+            conn.close()  # closed, or about to be by the server: a request on it may be reset
             self._opened -= 1
         if self._opened < self.limit:
             self._opened += 1
@@ -161,6 +169,7 @@ class Pool:
         if conn.closed:
             self._opened -= 1
         else:
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
         async with self._freed:
             self._freed.notify()
