@@ -45,7 +45,10 @@ async def connect(url: str, *, name: str, initial_timeout: float = 5.0, **option
         log.warning("nats error", error=str(e))
 
     async def on_disconnected() -> None:
-        log.warning("nats disconnected")
+        if nc.is_closed:  # our own close() (a clean shutdown) reports itself as a disconnect
+            log.info("nats connection closed")
+        else:
+            log.warning("nats disconnected")
 
     async def on_reconnected() -> None:
         log.info("nats reconnected")

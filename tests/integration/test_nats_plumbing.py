@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+import structlog
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -110,3 +111,14 @@ async def test_the_feed_reports_a_deleted_consumer(settings: Settings, nc: NATS)
                 await asyncio.sleep(0)
     finally:
         await feed.stop()
+
+
+async def test_closing_a_connection_is_not_reported_as_a_disconnect(settings: Settings) -> None:
+    """A clean shutdown closes NATS: nats-py calls the disconnect callback for that too, and
+    it must not read as an outage in the logs."""
+    assert settings.nats_url
+    client = await connect(settings.nats_url, name="test-close")
+    with structlog.testing.capture_logs() as logs:
+        await client.close()
+    assert [e["event"] for e in logs] == ["nats connection closed"]
+    assert all(e["log_level"] != "warning" for e in logs)
