@@ -281,6 +281,9 @@ _IDEM_MANY_CTE: Final = """, idem AS (
     JOIN (SELECT position, row_number() OVER (ORDER BY position) AS n FROM ins) AS p
       ON p.n = i.n
 )"""
+# By whether the append carries idempotency keys, as _INSERT_EACH below.
+_INSERT_MANY: Final = {i: _INSERT_MANY_SQL.replace("{idem}", _IDEM_MANY_CTE if i else "")
+                       for i in (False, True)}  # fmt: skip
 
 # From this many events, an append COPYs them in: COPY inserts a page of rows at a time,
 # with one WAL record a page and the table extended in bulk, where INSERT ... SELECT goes
@@ -823,10 +826,9 @@ class EventStore:
                     c.event_ids, c.stream_ids, versions, c.types, c.schema_versions, c.data,
                     c.metadata, prevs, hashes,
                 )  # fmt: skip
-                query = _INSERT_MANY_SQL.replace("{idem}", _IDEM_MANY_CTE if keys else "")
                 if keys:
                     params += _idempotency_params(keys, len(c.event_ids))
-                cur = await conn.execute(query, params)
+                cur = await conn.execute(_INSERT_MANY[bool(keys)], params)
                 row = await cur.fetchone()
                 assert row is not None
                 txid, positions = row
