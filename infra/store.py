@@ -114,11 +114,22 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamAppend(msgspec.Struct, frozen=True):
-    """Events for one stream, with the version the writer believes the stream is at."""
+    """Events for one stream, with the version the writer believes the stream is at: a
+    version, NO_STREAM or ANY. Anything below ANY is refused here, so that no append path
+    can read it as "any" and another as "never"."""
 
     stream_id: str
     expected: int
     events: Sequence[NewEvent]
+
+    def __post_init__(self) -> None:
+        if self.expected < ANY:
+            raise ValueError(f"expected version {self.expected} is below ANY ({ANY})")
+
+
+def at_expected(expected: int, actual: int) -> bool:
+    """Whether a stream at version `actual` is where a writer expecting `expected` thinks."""
+    return expected == ANY or actual == expected
 
 
 class Idempotency(msgspec.Struct, frozen=True, kw_only=True):
@@ -616,7 +627,7 @@ def _chain(
     heads = {row[1]: (row[2] or 0, row[3] or GENESIS_HASH) for row in heads_rows}
     for stream, wanted in zip(c.streams, c.expected, strict=True):
         actual = heads[stream][0]
-        if (wanted == NO_STREAM and actual != 0) or (wanted > 0 and actual != wanted):
+        if not at_expected(wanted, actual):
             raise ConcurrencyError(stream, wanted, actual)
     recorded = micros(now)
     versions, prevs, hashes = [], [], []
@@ -794,7 +805,7 @@ class EventStore:
         txid, positions, now, heads = row[:4]
         if positions is None:
             for stream, wanted, actual in zip(c.streams, c.expected, heads, strict=True):
-                if not (wanted == ANY or actual == wanted):
+                if not at_expected(wanted, actual):
                     raise ConcurrencyError(stream, wanted, actual)
         versions = [head + 1 for head in heads]
         return AppendResult(

@@ -78,6 +78,31 @@ async def test_wrong_expected_version_appends_nothing(
     assert len(await store.read_stream(stream)) == 2
 
 
+async def test_expected_below_any_is_refused_before_anything_is_sent() -> None:
+    """The append paths read `expected` alike only for ANY, NO_STREAM and versions: the
+    multi-event path once took -2 as "any" where the others took it as a conflict."""
+    with pytest.raises(ValueError, match="below ANY"):
+        StreamAppend("test-x", -2, [new_event()])
+
+
+@pytest.mark.parametrize("shape", ["one", "each", "many", "copy"])
+async def test_any_appends_after_whatever_is_there_on_every_path(
+    shared_pool: AsyncConnectionPool, shape: str
+) -> None:
+    store = EventStore(shared_pool)
+    stream, other = f"test-{uuid.uuid4()}", f"test-{uuid.uuid4()}"
+    await store.append([StreamAppend(stream, NO_STREAM, [new_event(), new_event()])])
+    n = {"one": 1, "each": 1, "many": 3, "copy": COPY_FROM}[shape]
+    appends = [StreamAppend(stream, ANY, [new_event(i) for i in range(n)])]
+    if shape == "each":
+        appends.append(StreamAppend(other, ANY, [new_event()]))
+    result = await store.append(appends)
+    assert result.versions[:n] == list(range(3, 3 + n))
+    events = await store.read_stream(stream)
+    assert len(events) == 2 + n
+    verify_chain(events)
+
+
 async def test_multi_stream_append_is_atomic(shared_pool: AsyncConnectionPool) -> None:
     store = EventStore(shared_pool)
     a, b = f"test-{uuid.uuid4()}", f"test-{uuid.uuid4()}"
