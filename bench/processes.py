@@ -17,6 +17,7 @@ from dataclasses import replace
 import httpx
 import psutil
 
+from infra.processes import stop_processes
 from infra.settings import Settings
 
 START_TIMEOUT_S = 60.0
@@ -38,15 +39,7 @@ def start_part(part: str, settings: Settings) -> subprocess.Popen[bytes]:
 
 def stop_parts(procs: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM every process, then wait for each (killing one that outstays the grace)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(procs, grace=STOP_TIMEOUT_S)
 
 
 @contextlib.contextmanager

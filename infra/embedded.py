@@ -22,6 +22,8 @@ from pathlib import Path
 
 import structlog
 
+from infra.processes import stop_processes
+
 log = structlog.get_logger(__name__)
 
 # Far from 5432/4222 and from the usual ephemeral range's busiest corner.
@@ -137,15 +139,8 @@ class ServerProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Ask the server to stop (SIGINT: PostgreSQL's fast shutdown), then insist."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_processes([self.process], signal.SIGINT, timeout)
 
     def alive(self) -> bool:
         if self.process is not None:

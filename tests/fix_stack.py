@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -141,14 +140,3 @@ async def relay_caught_up(pool: AsyncConnectionPool, seconds: float = 5.0) -> No
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("the relay did not publish the store's events in time")
         await asyncio.sleep(0.01)
-
-
-def stop_gracefully(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a part's process and wait for it; SIGKILL it if it outstays 15 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)

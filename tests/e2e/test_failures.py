@@ -24,13 +24,13 @@ from events.envelope import Position
 from events.user import user_stream
 from infra.audit import verify_all
 from infra.embedded import start_nats
+from infra.processes import stop_processes
 from infra.settings import Settings
 from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
 from projections import users
 from projections.ops import rebuild_projection
 from projections.runtime import live_schema, read_checkpoint
 from tests.fix_events import new_event, user_registered
-from tests.fix_stack import stop_gracefully
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -59,7 +59,7 @@ class Part:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_gracefully(self.proc)
+            stop_processes([self.proc])
 
 
 @contextlib.contextmanager

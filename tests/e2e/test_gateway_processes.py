@@ -18,11 +18,12 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from infra.processes import stop_processes
 from infra.settings import Settings
 from infra.store import EventStore
 from tests.fix_chat import create_channel, join, say, users
 from tests.fix_gateway import Frame, message_with, settled, signed_in, subscribe, token_of, until
-from tests.fix_stack import Stack, free_port, stop_gracefully
+from tests.fix_stack import Stack, free_port
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -57,7 +58,7 @@ class GatewayProcess:
                 await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        stop_gracefully(self.proc)
+        stop_processes([self.proc])
 
 
 @contextlib.contextmanager
