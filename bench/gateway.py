@@ -55,8 +55,8 @@ from bench.result import Result
 from events.channel import MessageSent, channel_stream
 from events.registry import encode
 from infra.db import make_pool
-from infra.store import EventStore, NewEvent, StreamAppend
-from projections.runtime import NOTIFY_CHANNEL, notified
+from infra.store import PROJECTION_CHANNEL, EventStore, NewEvent, StreamAppend
+from projections.runtime import notified
 
 CONNECTIONS_FULL, CONNECTIONS_QUICK = 10_000, 1_000
 TARGET_RSS_MIB = 300.0
@@ -328,7 +328,7 @@ class _FeedCommits:
                     self.tokens.append(token)
                     self.times.append(time.monotonic())
 
-        await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        await conn.execute(f"LISTEN {PROJECTION_CHANNEL}")
         task = asyncio.create_task(listen())
         try:
             yield

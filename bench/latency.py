@@ -33,8 +33,8 @@ from events.envelope import Position
 from events.registry import encode
 from events.user import UserRegistered, user_stream
 from infra.db import make_pool, migrate
-from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
-from projections.runtime import NOTIFY_CHANNEL, notified
+from infra.store import NO_STREAM, PROJECTION_CHANNEL, EventStore, NewEvent, StreamAppend
+from projections.runtime import notified
 
 RATE = 1000.0  # events/s
 WARMUP_S = 1.0
@@ -95,7 +95,7 @@ async def _measure(ctx: BenchContext, url: str, seconds: float) -> Result:
     parts = [start_part("relay", settings), start_part("projector", settings)]
     try:
         await writer_pool.open(wait=True, timeout=60)
-        await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        await listener.execute(f"LISTEN {PROJECTION_CHANNEL}")
         arrivals: list[tuple[float, Position]] = []
         tasks.append(asyncio.create_task(_listen(listener, arrivals)))
         store = EventStore(writer_pool)

@@ -24,10 +24,9 @@ from rich.progress import Progress
 from events.envelope import ORIGIN, Position
 from infra.db import make_pool
 from infra.settings import Settings
-from infra.store import COMMIT_SAFE, EventStore
+from infra.store import COMMIT_SAFE, PROJECTION_CHANNEL, EventStore
 from projections.registry import ALL, by_name
 from projections.runtime import (
-    NOTIFY_CHANNEL,
     Projection,
     apply_batch,
     create_schema,
@@ -227,7 +226,7 @@ async def rebuild_projection(
                 )
                 await conn.execute(
                     "SELECT pg_notify(%s, %s)",
-                    (NOTIFY_CHANNEL, f"{projection.name}:{checkpoint.token()}"),
+                    (PROJECTION_CHANNEL, f"{projection.name}:{checkpoint.token()}"),
                 )
             # Separately: a projector transaction still holding the old tables finishes first.
             await conn.execute(

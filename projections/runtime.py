@@ -21,8 +21,6 @@ from events.envelope import ORIGIN, Envelope, Position
 from infra.store import PROJECTION_CHANNEL, RecordedEvent
 from infra.vault import KeyCache, open_envelopes
 
-NOTIFY_CHANNEL = PROJECTION_CHANNEL
-
 
 class Projection(Protocol):
     """A read model: tables, and how events change them."""
@@ -237,7 +235,7 @@ def _claim(
     notices = sorted({b.upto for b in batches}) if notify else []
     for upto in notices:
         names = ",".join(b.projection.name for b in batches if b.upto == upto)
-        params += [NOTIFY_CHANNEL, f"{names}:{upto.token()}"]
+        params += [PROJECTION_CHANNEL, f"{names}:{upto.token()}"]
     key = (tuple(b.schema for b in batches), len(notices))
     statement = _CLAIMS.get(key)
     if statement is None:

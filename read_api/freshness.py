@@ -18,7 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ORIGIN, Position
 from infra.db import configure
-from projections.runtime import NOTIFY_CHANNEL, live_schema, notified
+from infra.store import PROJECTION_CHANNEL
+from projections.runtime import live_schema, notified
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +91,9 @@ class Freshness:
                     self.url, autocommit=True, application_name="hubbub-read-freshness"
                 ) as conn:
                     configure(conn)
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    await conn.execute(
+                        sql.SQL("LISTEN {}").format(sql.Identifier(PROJECTION_CHANNEL))
+                    )
                     await self.refresh()  # whatever happened while we were not listening
                     backoff = 0.1
                     async for note in conn.notifies():
