@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 import structlog
@@ -174,6 +175,14 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str
     return problem_response(Problem(status, code, detail, headers=dict(exc.headers or {})))
 
 
+def _on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    # msgspec refuses JSON nested deeper than it can decode (about a thousand levels) with
+    # this message: the client's body, not our bug. Any other RecursionError is ours.
+    if "while deserializing" in str(exc):
+        return problem_response(Problem(400, "malformed_json", "the body is nested too deeply"))
+    return _on_unexpected(request, exc)
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error", path=request.url.path, error=repr(exc))
     return problem_response(Problem(500, "internal_error", "something went wrong on our side"))
@@ -185,6 +194,7 @@ EXCEPTION_HANDLERS: dict[
     Problem: _on_problem,
     ValidationException: _on_validation,
     HTTPException: _on_http,
+    RecursionError: _on_recursion,
     Exception: _on_unexpected,
 }
 
@@ -429,8 +439,40 @@ def guarding(guards: Sequence[Guard]) -> Callable[[Request[Any, Any, Any]], Awai
             checked = guard(request, handler)
             if inspect.isawaitable(checked):
                 await checked
+        await refuse_nul(request)
 
     return run
+
+
+_NUL_ESCAPE = b"\\u0000"
+_NUL_REFUSED = "text may not contain the NUL character (\\u0000)"
+
+
+def holds_nul(body: bytes) -> bool:
+    """Whether a JSON text holds a NUL character. JSON can only carry one escaped, as
+    `\\u0000`; `\\\\u0000` is an escaped backslash followed by the letters u0000."""
+    at = body.find(_NUL_ESCAPE)
+    while at != -1:
+        backslashes = 0
+        while at - backslashes > 0 and body[at - backslashes - 1] == 0x5C:
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return True
+        at = body.find(_NUL_ESCAPE, at + 1)
+    return False
+
+
+async def refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """400 for a NUL character in the path, the query or a JSON body. PostgreSQL cannot
+    store one in text: taken in, it would fail the request with a 500, or worse, sit in an
+    event that every projection then fails to apply."""
+    scope = request.scope
+    if "\x00" in scope["path"] or (
+        b"%00" in scope["query_string"] and b"\x00" in unquote_to_bytes(scope["query_string"])
+    ):
+        raise Problem(400, "validation_failed", _NUL_REFUSED)
+    if request.method in COMMAND_METHODS and holds_nul(await request.body()):
+        raise Problem(400, "validation_failed", _NUL_REFUSED)
 
 
 def health_handlers(checks: Callable[[Litestar], dict[str, Check]]) -> list[Any]:
