@@ -1,6 +1,8 @@
-"""The ceiling: single-row autocommit INSERTs into a plain table shaped like `events`, through
-the same kind of pool and checkout as the store, with none of the store's SQL (no head
-lookup, no hash chain)."""
+"""The ceiling: single-row autocommit INSERTs into a plain table holding what any append
+must store (an identity key, the unique event id, the stream id and the data), through the
+same kind of pool and checkout as the store, with none of the store's SQL or columns: no
+head lookup, no version, no hash chain, no metadata, no commit-order key. Its rows are
+about half as wide as an event's, which is part of what the ratio measures."""
 
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ import contextlib
 import inspect
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 import structlog
@@ -462,17 +462,47 @@ def holds_nul(body: bytes) -> bool:
     return False
 
 
+def _nul_fields(value: Any, at: str = "") -> Iterator[str]:
+    """The fields of a decoded JSON value whose text (or name) holds a NUL."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield at
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{at}.{key}" if at else str(key)
+            if "\x00" in key:
+                yield here
+            yield from _nul_fields(item, here)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _nul_fields(item, f"{at}[{i}]")
+
+
 async def refuse_nul(request: Request[Any, Any, Any]) -> None:
-    """400 for a NUL character in the path, the query or a JSON body. PostgreSQL cannot
-    store one in text: taken in, it would fail the request with a 500, or worse, sit in an
-    event that every projection then fails to apply."""
+    """Refuse a NUL character before it reaches PostgreSQL, which cannot store one in text:
+    taken in, it would fail the request with a 500, or worse, sit in an event that every
+    projection then fails to apply. In a JSON body or the query: 400 naming the fields. In
+    the path: 404, as for any other id that names nothing."""
     scope = request.scope
-    if "\x00" in scope["path"] or (
-        b"%00" in scope["query_string"] and b"\x00" in unquote_to_bytes(scope["query_string"])
-    ):
-        raise Problem(400, "validation_failed", _NUL_REFUSED)
-    if request.method in COMMAND_METHODS and holds_nul(await request.body()):
-        raise Problem(400, "validation_failed", _NUL_REFUSED)
+    if "\x00" in scope["path"]:
+        raise Problem(404, "not_found", "no such resource")
+    query = scope["query_string"]
+    if b"%00" in query and b"\x00" in unquote_to_bytes(query):
+        raise Problem(400, "validation_failed", _NUL_REFUSED, errors=[
+            {"field": name, "message": _NUL_REFUSED}
+            for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            if "\x00" in name + value
+        ])  # fmt: skip
+    if request.method in COMMAND_METHODS:
+        body = await request.body()
+        if holds_nul(body):
+            try:
+                fields = list(_nul_fields(msgspec.json.decode(body)))
+            except (msgspec.DecodeError, RecursionError):
+                fields = []  # not JSON after all: the handler says so
+            if fields:
+                raise Problem(400, "validation_failed", _NUL_REFUSED,
+                              errors=[{"field": f, "message": _NUL_REFUSED} for f in fields])  # fmt: skip
 
 
 def health_handlers(checks: Callable[[Litestar], dict[str, Check]]) -> list[Any]:
