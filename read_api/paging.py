@@ -35,7 +35,8 @@ def decode_cursor(cursor: str, shape: type[K]) -> K:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         return msgspec.json.decode(raw, type=shape)
-    except (binascii.Error, ValueError, msgspec.ValidationError, msgspec.DecodeError):
+    except (binascii.Error, ValueError, msgspec.ValidationError, msgspec.DecodeError,
+            RecursionError):  # fmt: skip
         raise Problem(400, "invalid_cursor", "the cursor is not one this list gave out") from None
 
 

@@ -92,6 +92,8 @@ def parse(raw: str | bytes) -> Op:
         raise BadFrame("invalid_frame", f"a frame is a JSON object with an op: {e}") from None
     except msgspec.DecodeError:
         raise BadFrame("malformed_json", "the frame is not valid JSON") from None
+    except RecursionError:  # msgspec's refusal of JSON nested a thousand levels deep
+        raise BadFrame("malformed_json", "the frame is nested too deeply") from None
     decoder = _DECODERS.get(head.op)
     if decoder is None:
         raise BadFrame("unknown_op", f"unknown op {head.op[:40]!r}")
@@ -99,6 +101,8 @@ def parse(raw: str | bytes) -> Op:
         return decoder.decode(raw)
     except msgspec.ValidationError as e:
         raise BadFrame("invalid_frame", str(e)) from None
+    except RecursionError:
+        raise BadFrame("malformed_json", "the frame is nested too deeply") from None
 
 
 def parse_id(raw: str) -> str | None:

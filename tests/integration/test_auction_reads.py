@@ -4,6 +4,7 @@ and read-your-writes after a bid."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,7 +206,8 @@ async def test_bad_parameters_are_400(stack: Stack, pool: AsyncConnectionPool) -
     # a cursor given out by one order is not one the other order takes
     r = await m.get(ann, "/v1/auctions", category="bad-params", cursor=newest["next_cursor"])
     assert_problem(r, 400, "invalid_cursor")
-    for bad in ("%%%", "nope", "e30", "WzEsMl0", "WyJuZXdlc3QiLDEsMl0"):
+    deep = base64.urlsafe_b64encode(b'{"x":' + b'{"a":' * 3000 + b"1" + b"}" * 3001).decode()
+    for bad in ("%%%", "nope", "e30", "WzEsMl0", "WyJuZXdlc3QiLDEsMl0", deep):
         assert_problem(await m.get(ann, "/v1/auctions", cursor=bad), 400, "invalid_cursor")
         r = await m.get(ann, f"/v1/auctions/{aid}/bids", cursor=bad)
         assert_problem(r, 400, "invalid_cursor")

@@ -406,6 +406,7 @@ async def test_garbage_unknown_ops_and_huge_frames_never_crash_it(
         ('{"op": "ack", "channel_id": "x", "message_id": "y"}', "invalid_frame"),
         (b"\x00\xff\xfe binary", "malformed_json"),
         ("\u0000" * 100, "malformed_json"),
+        ('{"op": "subscribe", "topic": ' + "[" * 5000 + "]" * 5000 + "}", "malformed_json"),
     ]
     for raw, code in cases:
         await ws.send(raw)

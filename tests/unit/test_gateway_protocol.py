@@ -40,6 +40,9 @@ def test_ops_parse_into_their_structs() -> None:
         ('{"op": "subscribe", "topic": "me", "after_seq": -1}', "invalid_frame"),
         ('{"op": "subscribe", "topic": "me", "after_seq": "1"}', "invalid_frame"),
         ('{"op": "auth"}', "invalid_frame"),
+        ("[" * 5000 + "]" * 5000, "invalid_frame"),  # an array: refused at its first byte
+        ('{"op": "subscribe", "topic": ' + "[" * 5000 + "]" * 5000 + "}", "malformed_json"),
+        ('{"op": "ping", "extra": ' + "[" * 5000 + "]" * 5000 + "}", "malformed_json"),
     ],
 )
 def test_bad_frames_say_why(raw: str, code: str) -> None:
