@@ -52,6 +52,7 @@ from bench.context import QUICK, BenchContext
 from bench.http1 import Connection, Pool, expect, request_bytes
 from bench.processes import CpuWatch, free_port, running
 from bench.result import Result
+from bench.timing import open_loop
 from events.channel import MessageSent, channel_stream
 from events.registry import encode
 from infra.db import make_pool
@@ -347,28 +348,20 @@ class _FeedCommits:
 async def _paced_sends(s: Stack, posts: list[bytes], start: float, count: int) -> list[_Send]:
     """Message i at start + i / LATENCY_RATE (open loop), its POST as posts[i % len]."""
     pool = Pool(HOST, s.settings.write_api_port, 256)
-    done: list[_Send] = []
 
-    async def one(i: int, scheduled: float) -> None:
+    async def one(i: int, scheduled: float) -> _Send:
         async with pool.connection() as conn:
             sent = time.monotonic()
             body = await expect(conn, posts[i % len(posts)], 201, lambda: "send message")
         accepted = time.monotonic()
         answer = _SENT.decode(body)
-        done.append(_Send(scheduled, sent, accepted, answer.message_id, answer.position))
+        return _Send(scheduled, sent, accepted, answer.message_id, answer.position)
 
     try:
-        tasks = []
-        for i in range(count):
-            scheduled = start + i / LATENCY_RATE
-            delay = scheduled - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
+        # time.monotonic: the clients' process stamps arrivals on the same clock.
+        return await open_loop(one, start, count, LATENCY_RATE, "sends", clock=time.monotonic)
     finally:
         pool.close()
-    return done
 
 
 async def _warm(s: Stack, posts: list[bytes]) -> None:
@@ -531,9 +524,8 @@ async def _paced_appends(url: str, streams: list[tuple[str, list[str], int]], st
     versions = [version for _, _, version in streams]
     seqs = [0] * len(streams)
     locks = [asyncio.Lock() for _ in streams]  # one append at a time per stream
-    done: list[_Append] = []
 
-    async def one(i: int, scheduled: float) -> None:
+    async def one(i: int, scheduled: float) -> _Append:
         c = i % len(streams)
         channel_id, authors, _ = streams[c]
         async with locks[c]:
@@ -547,20 +539,12 @@ async def _paced_appends(url: str, streams: list[tuple[str, list[str], int]], st
                              metadata=b'{"correlation_id":"bench"}', schema_version=version)  # fmt: skip
             await store.append([StreamAppend(channel_stream(channel_id), versions[c], [event])])
             versions[c] += 1
-        done.append(_Append(scheduled, time.monotonic(), message_id))
+        return _Append(scheduled, time.monotonic(), message_id)
 
     try:
-        tasks = []
-        for i in range(count):
-            scheduled = start + i / LATENCY_RATE
-            delay = scheduled - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
+        return await open_loop(one, start, count, LATENCY_RATE, "appends", clock=time.monotonic)
     finally:
         await pool.close()
-    return done
 
 
 async def gateway_commit_latency(ctx: BenchContext) -> Result:

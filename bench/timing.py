@@ -115,11 +115,12 @@ async def warm_then_time(
 
 
 async def open_loop(
-    one: Callable[[int, float], Awaitable[T]], start: float, count: int, rate: float, what: str
-) -> list[T]:
-    """Call `one(k, scheduled)` for k in 0..count-1 at start + k / rate (perf_counter
-    clock), without waiting for earlier calls: open loop. Every result, once all are done;
-    the first failure stops new calls and is raised (naming `what` failed) at the end."""
+    one: Callable[[int, float], Awaitable[T]], start: float, count: int, rate: float, what: str,
+    *, clock: Callable[[], float] = time.perf_counter,
+) -> list[T]:  # fmt: skip
+    """Call `one(k, scheduled)` for k in 0..count-1 at start + k / rate (on `clock`),
+    without waiting for earlier calls: open loop. Every result, once all are done; the
+    first failure stops new calls and is raised (naming `what` failed) at the end."""
     done: list[T] = []
     errors: list[BaseException] = []
     tasks: set[asyncio.Task[None]] = set()
@@ -132,7 +133,7 @@ async def open_loop(
 
     for k in range(count):
         scheduled = start + k / rate
-        delay = scheduled - time.perf_counter()
+        delay = scheduled - clock()
         if delay > 0:
             await asyncio.sleep(delay)
         if errors:
