@@ -241,3 +241,51 @@ async def test_a_nul_is_refused_at_the_door_and_the_letters_u0000_are_not(
     # In the path it names nothing, like any other id that names nothing.
     missing = await stack.read.get(f"/v1/channels/{channel}%00/messages", headers=owner.headers)
     assert missing.status_code == 404
+
+
+async def test_no_operation_shows_or_touches_a_private_channel_to_an_outsider(
+    stack: Stack, pool: AsyncConnectionPool
+) -> None:
+    """Object-level authorization, for every operation that names a channel, including
+    ones added later: to someone outside a private channel, every operation answers as it
+    does for a channel that does not exist (same status, same code), and none succeeds."""
+    store = EventStore(pool)
+    owner, outsider = await users(stack, store, 2)
+    channel = await create_channel(stack.write, owner, visibility="private")
+    message = (await say(stack.write, channel, owner, "secret"))["message_id"]
+    await caught_up(stack, store)
+    private = {"channel_id": channel, "message_id": message, "emoji": "x"}
+    missing = {"channel_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4()), "emoji": "x"}
+    checked = 0
+    for client in (stack.read, stack.write):
+        doc = (await client.get("/schema/openapi.json")).json()
+        for method, path, operation in operations(doc):
+            if "{channel_id" not in path:
+                continue
+            bodies: list[bytes | None] = [None]
+            if method in {"POST", "PUT", "PATCH"}:
+                content = operation.get("requestBody", {}).get("content", {})
+                schema = next(iter(content.values()), {}).get("schema")
+                full = plausible(doc, schema) if schema else {}
+                # every field, then the required ones only (an optional field's own check,
+                # such as a reply_to that names nothing, must not be all a caller sees)
+                required = set(_resolve(doc, schema).get("required", [])) if schema else set()
+                bodies = [json.dumps(full).encode(),
+                          json.dumps({k: v for k, v in full.items() if k in required}).encode()]  # fmt: skip
+            headers = {**outsider.headers, "Content-Type": "application/json"}
+            for body in bodies:
+                answers = []
+                for ids in (private, missing):
+                    url = fill(path, ids, "")
+                    r = await client.request(method, url, content=body, headers=headers)
+                    check(r, f"{method} {path}")
+                    answers.append((r.status_code, r.json().get("code") if r.content else None))
+                seen, unseen = answers
+                what = f"{method} {path} {body!r:.60}"
+                assert not 200 <= seen[0] < 300, f"{what} as an outsider: {seen}"
+                assert seen == unseen, f"{what}: private {seen}, missing {unseen}"
+                checked += 1
+    assert checked >= 10, checked
+    # and the owner still sees it all: the refusals were about the caller, not the channel
+    r = await stack.read.get(f"/v1/channels/{channel}/messages", headers=owner.headers)
+    assert r.status_code == 200 and [m["text"] for m in r.json()["items"]] == ["secret"]
