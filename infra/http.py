@@ -498,8 +498,10 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
         if holds_nul(body):
             try:
                 fields = list(_nul_fields(msgspec.json.decode(body)))
-            except (msgspec.DecodeError, RecursionError):
+            except msgspec.DecodeError:
                 fields = []  # not JSON after all: the handler says so
+            except RecursionError:  # too deep for msgspec, or for the walk through it
+                raise Problem(400, "malformed_json", "the body is nested too deeply") from None
             if fields:
                 raise Problem(400, "validation_failed", _NUL_REFUSED,
                               errors=[{"field": f, "message": _NUL_REFUSED} for f in fields])  # fmt: skip

@@ -229,6 +229,10 @@ async def test_a_nul_is_refused_at_the_door_and_the_letters_u0000_are_not(
         refused = await stack.write.post(url, content=body, headers=headers)
         assert refused.status_code == 400 and refused.json()["code"] == "validation_failed"
         assert refused.json()["errors"][0]["field"] == "text", refused.text
+    for depth in (300, 600, 900):  # decodable, but perhaps too deep to walk for the NUL
+        deep = b'{"text": "x", "a": ' + b'{"a": ' * depth + b'"\\u0000"' + b"}" * (depth + 1)
+        refused = await stack.write.post(url, content=deep, headers=headers)
+        assert refused.status_code == 400, (depth, refused.text)
     sent = await stack.write.post(url, content=b'{"text": "say \\\\u0000"}', headers=headers)
     assert sent.status_code == 201, sent.text
     page = await stack.read.get(
