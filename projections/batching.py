@@ -17,16 +17,15 @@ class Bulk:
     batch's rows are mostly per-statement costs, here paid once."""
 
     statement: sql.Composed
-    # psycopg's choice (None: prepared once used often), or False: planned afresh each
-    # time, for a statement whose plan must follow its tables' growth (a plan cached while
-    # they were small scans them whole until the next ANALYZE).
-    prepare: bool | None = None
 
     async def run(self, conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
-        """Execute the statement once for all `rows` (nothing when there are none)."""
+        """Execute the statement once for all `rows` (nothing when there are none).
+        Prepared once used often (psycopg's choice); its plan is made under the batch
+        transaction's planner settings (runtime.PLANNER_SETTINGS), which keep it an index
+        plan however small its tables were when it was made."""
         if rows:
             columns = [list(col) for col in zip(*rows, strict=True)]
-            await conn.execute(self.statement, columns, prepare=self.prepare)
+            await conn.execute(self.statement, columns)
 
 
 def unnest(*types: str) -> str:

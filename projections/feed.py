@@ -237,7 +237,7 @@ def _statements(schema: str) -> _Statements:
             " FROM numbered ORDER BY ord RETURNING topic, seq)"
             " INSERT INTO {s}.topics (topic, seq) SELECT topic, max(seq) FROM ins GROUP BY topic"
             " ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq"
-        ), prepare=False),  # it looks frames up by event: see Bulk.prepare
+        )),
         forgotten=q("UPDATE {s}.frames SET data = (data::jsonb || '{{\"text\": null,"
                     " \"erased\": true}}')::json, subject = NULL WHERE subject = %s"),
     )  # fmt: skip

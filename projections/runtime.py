@@ -243,6 +243,18 @@ def _claim(
     return statement, params
 
 
+# A batch's statements join a handful of rows (unnest) to tables by their keys: the right
+# plan is index lookups in a nested loop whatever the tables' size. Fixed for the batch's
+# transaction, so that a plan cached while a table was small (a fresh schema, a rebuild)
+# cannot scan it whole once it has grown, and so that PostgreSQL keeps one generic plan
+# per prepared statement instead of planning the feed's insert afresh every batch.
+PLANNER_SETTINGS = (
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+)
+
 # Claim statements as the server reads them, by (schemas, notifications): composing and
 # quoting one costs more than executing it.
 _CLAIMS: dict[tuple[tuple[str, ...], int], bytes] = {}
@@ -265,6 +277,10 @@ def _claim_statement(schemas: tuple[str, ...], notices: int) -> sql.Composed:
             claimed, sql.Literal(len(schemas))
         ),
         sql.SQL("set_config('synchronous_commit', 'off', true)"),
+        *[
+            sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+            for k, v in PLANNER_SETTINGS
+        ],
         *[sql.SQL("pg_notify(%s, %s)")] * notices,
     ]
     return sql.SQL("WITH {} SELECT {}").format(

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ORIGIN, Envelope, Position
 from infra.settings import Settings
 from infra.store import EventStore, RecordedEvent
-from projections import users
+from projections import feed, users
 from projections.runner import ProjectionRunner
 from projections.runtime import (
+    PLANNER_SETTINGS,
     CheckpointMoved,
     apply_batch,
+    create_schema,
     ensure_schema,
     live_schema,
     read_checkpoint,
@@ -92,3 +95,37 @@ async def test_runner_skips_repeats_and_fills_gaps_from_the_store(
     assert runner.checkpoints[users.name] == more[2].at and await count_users(pool) == 13
     async with pool.connection() as conn:
         assert await read_checkpoint(conn, live_schema(users.name)) == more[2].at
+
+
+@pytest.mark.parametrize("settings_on", [True, False])
+async def test_batch_planner_settings_keep_a_plan_made_on_empty_tables_an_index_plan(
+    pool: AsyncConnectionPool, settings_on: bool
+) -> None:
+    """Projection statements are prepared, so their plan may be made while a table is
+    empty (a fresh schema, a rebuild) and kept while it grows. Made under the batch's
+    planner settings, the feed's frame lookup is an index lookup; made without them, it
+    reads the whole table (the control, which shows what the settings are for)."""
+    schema = f"plan_{'on' if settings_on else 'off'}"
+    statement = feed._statements(schema).insert.statement
+    async with pool.connection() as conn:
+        await conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+        await create_schema(conn, feed, schema)
+        text = statement.as_string(conn)
+        for n in range(1, 8):
+            text = text.replace("%b", f"${n}", 1)
+        async with conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            if settings_on:
+                for name, value in PLANNER_SETTINGS:
+                    await conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+            await conn.execute(f"PREPARE frames_plan AS {text}")
+            cur = await conn.execute(
+                "EXPLAIN EXECUTE frames_plan('{t}', '{p}', '{00000000-0000-0000-0000-000000000001}',"
+                " '{n}', ARRAY['{}'::json], '{null}', '{null}')"
+            )
+            plan = "\n".join(row[0] for row in await cur.fetchall())
+            await conn.execute("DEALLOCATE frames_plan")
+    whole_table = "Seq Scan on frames" in plan
+    assert whole_table is not settings_on, plan
