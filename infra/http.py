@@ -175,11 +175,16 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str
     return problem_response(Problem(status, code, detail, headers=dict(exc.headers or {})))
 
 
+def _too_deep() -> Problem:
+    """A body nested deeper than it can be decoded or walked: the client's, not our bug."""
+    return Problem(400, "malformed_json", "the body is nested too deeply")
+
+
 def _on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
     # msgspec refuses JSON nested deeper than it can decode (about a thousand levels) with
-    # this message: the client's body, not our bug. Any other RecursionError is ours.
+    # this message. Any other RecursionError is ours.
     if "while deserializing" in str(exc):
-        return problem_response(Problem(400, "malformed_json", "the body is nested too deeply"))
+        return problem_response(_too_deep())
     return _on_unexpected(request, exc)
 
 
@@ -431,7 +436,8 @@ def guarding(guards: Sequence[Guard]) -> Callable[[Request[Any, Any, Any]], Awai
     Litestar's guards would (first thing, before the body is read or dependencies are
     resolved; what they raise is answered by the exception handlers). Litestar itself
     copies the route handler for every guard of every request: a twentieth of a send's
-    CPU. Ours never change the handler they are shown."""
+    CPU. Ours never change the handler they are shown. Then, for a request the guards let
+    through, `refuse_nul`."""
 
     async def run(request: Request[Any, Any, Any]) -> None:
         handler = request.scope["route_handler"]
@@ -501,7 +507,7 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
             except msgspec.DecodeError:
                 fields = []  # not JSON after all: the handler says so
             except RecursionError:  # too deep for msgspec, or for the walk through it
-                raise Problem(400, "malformed_json", "the body is nested too deeply") from None
+                raise _too_deep() from None
             if fields:
                 raise Problem(400, "validation_failed", _NUL_REFUSED,
                               errors=[{"field": f, "message": _NUL_REFUSED} for f in fields])  # fmt: skip

@@ -88,11 +88,17 @@ def plausible(doc: dict[str, Any], schema: dict[str, Any], depth: int = 0) -> An
     return "x" * max(1, int(schema.get("minLength", 1)))
 
 
+def body_schema(operation: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema of the operation's request body, if it takes one."""
+    content = operation.get("requestBody", {}).get("content", {})
+    schema: dict[str, Any] | None = next(iter(content.values()), {}).get("schema")
+    return schema
+
+
 def bodies(doc: dict[str, Any], operation: dict[str, Any]) -> Iterator[bytes]:
     """Raw bad bodies, then the plausible body with one field at a time made nasty."""
     yield from RAW_BODIES
-    content = operation.get("requestBody", {}).get("content", {})
-    schema = next(iter(content.values()), {}).get("schema")
+    schema = body_schema(operation)
     if schema is None:
         return
     base = plausible(doc, schema)
@@ -268,8 +274,7 @@ async def test_no_operation_shows_or_touches_a_private_channel_to_an_outsider(
                 continue
             bodies: list[bytes | None] = [None]
             if method in {"POST", "PUT", "PATCH"}:
-                content = operation.get("requestBody", {}).get("content", {})
-                schema = next(iter(content.values()), {}).get("schema")
+                schema = body_schema(operation)
                 full = plausible(doc, schema) if schema else {}
                 # every field, then the required ones only (an optional field's own check,
                 # such as a reply_to that names nothing, must not be all a caller sees)
