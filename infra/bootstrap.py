@@ -1,12 +1,11 @@
 """The read API's composition root: the one place that hands the deciders' own evolve
 functions (`commands/`) to the read side, which may not import them (STYLE.md; the
-import-linter contracts in pyproject). `hubbub read-api` serves `read_api_process`;
+import-linter contracts in pyproject). `hubbub read-api` serves `create_read_api`;
 `hubbub audit state` folds with the same `AGGREGATES`.
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
@@ -42,13 +41,3 @@ def create_read_api(settings: Settings | None = None) -> Litestar:
     from read_api.app import create_app
 
     return create_app(settings, aggregates=AGGREGATES)
-
-
-def read_api_process() -> Litestar:
-    """The read API process's uvicorn factory: the app, then the heap built so far (modules,
-    routes: some 85,000 objects that live as long as the process) frozen out of the
-    garbage collector's sight. Full collections would otherwise walk it again and again
-    while an audit export churns through batches: a tenth of the export's CPU."""
-    app = create_read_api()
-    gc.freeze()
-    return app
