@@ -69,12 +69,12 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         name="append_batched", entry="bench.append_batched:one_stream", unit="events/s",
-        target=100_000, about="2 writers, EventStore.append of 1,000 events to one new stream",
+        target=100_000, about="3 writers, EventStore.append of 1,000 events to one new stream",
     ),
     Workload(
         name="append_batched_5x100", entry="bench.append_batched:five_streams",
         unit="events/s", target=100_000,
-        about="2 writers, EventStore.append of 500 events over 5 new streams",
+        about="3 writers, EventStore.append of 500 events over 5 new streams",
     ),
     Workload(
         name="read_all", entry="bench.read_all:read_all", unit="events/s", target=100_000,
