@@ -56,6 +56,7 @@ from bench.timing import open_loop
 from events.channel import MessageSent, channel_stream
 from events.registry import encode
 from infra.db import make_pool
+from infra.settings import Settings
 from infra.store import PROJECTION_CHANNEL, EventStore, NewEvent, StreamAppend
 from projections.runtime import notified
 
@@ -345,6 +346,43 @@ class _FeedCommits:
         return self.times[i] if i < len(self.times) else None
 
 
+class _Positioned(msgspec.Struct):
+    position: str
+
+
+_POSITIONED = msgspec.json.Decoder(_Positioned)
+
+
+async def _stored_at(settings: Settings) -> dict[str, float]:
+    """When JetStream stored each event (position token -> time.monotonic()), read after
+    the run from the stream's own timestamps (an ephemeral consumer's delivery metadata):
+    the relay's share of the wait, at no cost to the machine while it was measured."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    assert settings.nats_url
+    offset = time.time() - time.monotonic()  # one machine, one clock: wall to monotonic
+    stored: dict[str, float] = {}
+    nc = await nats.connect(settings.nats_url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(
+            settings.subject_filter, stream=settings.nats_stream,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
+        )  # fmt: skip
+        while True:
+            try:
+                msgs = await sub.fetch(1000, timeout=1.0)
+            except TimeoutError:
+                break
+            for m in msgs:
+                at = m.metadata.timestamp.timestamp() - offset
+                stored[_POSITIONED.decode(m.data).position] = at
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return stored
+
+
 async def _paced_sends(s: Stack, posts: list[bytes], start: float, count: int) -> list[_Send]:
     """Message i at start + i / LATENCY_RATE (open loop), its POST as posts[i % len]."""
     pool = Pool(HOST, s.settings.write_api_port, 256)
@@ -395,19 +433,27 @@ async def gateway_latency(ctx: BenchContext) -> Result:
                 s, gw, clients, seconds,
                 lambda start, count: _paced_sends(s, posts, start, count),
             )  # fmt: skip
+            stored = await _stored_at(s.settings)
     seen: dict[str, float] = done["seen"]
     timed = [x for x in sends if x.scheduled >= opens]
     pct, verdict, window = _to_frame(timed, seen)
     p50 = pct["p50_ms"]
     # Where the time went: the write API's answer, then the relay and projector until the
-    # feed's commit, then the gateway until the frame is at the client.
-    stages: dict[str, list[float]] = {"post": [], "to_feed": [], "gateway": []}
+    # feed's commit (split where JetStream stored the event: the relay publishes it, often
+    # before the answer is back, then the projector applies it), then the gateway until
+    # the frame is at the client.
+    stages: dict[str, list[float]] = {
+        "post": [], "to_feed": [], "to_stream": [], "stream_to_feed": [], "gateway": [],
+    }  # fmt: skip
     for x in timed:
         committed = commits.at(x.position)
         stages["post"].append(x.accepted - x.sent)
         if committed is not None:
             stages["to_feed"].append(committed - x.accepted)
             stages["gateway"].append(seen[x.message_id] - committed)
+            if (at := stored.get(x.position)) is not None:
+                stages["to_stream"].append(at - x.accepted)
+                stages["stream_to_feed"].append(committed - at)
     split = {f"{name}_{q}": v for name, values in stages.items()
              for q, v in _p50_p99(values).items()}  # fmt: skip
     per_message = {n: round(c / len(sends) * 1e6) for n, c in cpu.items()}
