@@ -255,8 +255,10 @@ def start_postgres(data_dir: Path, *, database: str = "hubbub") -> ServerProcess
                 raise
             avoid.add(port)
     url = postgres_url(pgdata, port, database)
-    _wait_ready(f"postgresql://postgres@127.0.0.1:{port}/postgres", proc, logfile)
-    create_database(f"postgresql://postgres@127.0.0.1:{port}/postgres", database)
+    # Ready when it answers where the parts will connect (its socket, usually).
+    admin = postgres_url(pgdata, port, "postgres")
+    _wait_ready(admin, proc, logfile)
+    create_database(admin, database)
     state["postgres"] = {"pid": proc.pid, "port": port, "url": url}
     _write_state(data_dir, state)
     log.info("embedded postgres started", port=port, pid=proc.pid, data=str(pgdata))
