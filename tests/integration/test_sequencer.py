@@ -80,3 +80,37 @@ async def test_one_stream_many_callers_each_decided_once_in_turn(
     again = await send()  # and the stream serves the next caller
     assert again.response == {"seq": len(stored) + 1}
     await sequencer.close()
+
+
+async def test_a_quiet_stream_s_command_is_decided_and_appended_in_its_caller_s_task(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    # No lane task and no future to wait on: each costs a turn of a busy event loop.
+    deciders: list[asyncio.Task[Any] | None] = []
+
+    def decide(command: ch.ChannelCommand, state: ch.ChannelState) -> list[ChannelEvent]:
+        deciders.append(asyncio.current_task())
+        return ch.decide(command, state)
+
+    store = EventStore(shared_pool)
+    sequencer = Sequencer(store, decide, ch.evolve, ch.INITIAL)
+    owner = str(uuid.uuid4())
+    stream = await _channel(store, owner)
+
+    async def send() -> tuple[Outcome, asyncio.Task[Any] | None]:
+        outcome = await sequencer.submit(stream, _send(owner), meta=b"{}", idem=None,
+                                         respond=_seq)  # fmt: skip
+        return outcome, asyncio.current_task()
+
+    for expected_seq in (1, 2):
+        outcome, caller = await asyncio.create_task(send())
+        assert outcome.response == {"seq": expected_seq}
+        assert deciders[-1] is caller
+    # Commands that arrive while one is being appended still queue behind it, each
+    # answered once and in turn, and the lane is quiet again afterwards.
+    sends = [asyncio.create_task(send()) for _ in range(10)]
+    outcomes = [o for o, _ in await asyncio.gather(*sends)]
+    assert sorted(o.response["seq"] for o in outcomes) == list(range(3, 13))
+    outcome, caller = await asyncio.create_task(send())
+    assert outcome.response == {"seq": 13} and deciders[-1] is caller
+    await sequencer.close()
