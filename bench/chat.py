@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -224,7 +225,7 @@ async def chat_hot_channel(ctx: BenchContext) -> Result:
 
 
 @dataclass(frozen=True)
-class _Visible:
+class Visible:
     """One message's instants: scheduled, POST written, POST answered, GET answered."""
 
     scheduled: float
@@ -245,7 +246,7 @@ class _Reader:
         self.writes = s.write_pool(VISIBLE_CONNECTIONS)
         self.reads = s.read_pool(VISIBLE_CONNECTIONS)
 
-    async def one(self, i: int, scheduled: float) -> _Visible:
+    async def one(self, i: int, scheduled: float) -> Visible:
         channel_id, member, post = self.posts[i % len(self.posts)]
         async with self.writes.connection() as conn:
             sent = time.perf_counter()
@@ -262,7 +263,7 @@ class _Reader:
         seen = time.perf_counter()
         checked(bool(page.items) and page.items[0].message_id == message.message_id,
                 lambda: f"message {message.seq} is not on the page read at its position")  # fmt: skip
-        return _Visible(scheduled, sent, accepted, seen)
+        return Visible(scheduled, sent, accepted, seen)
 
     def close(self) -> None:
         self.writes.close()
@@ -277,7 +278,7 @@ async def _warm(reader: _Reader) -> None:
         await asyncio.gather(*(reader.one(i, now) for i in range(first, first + 10)))
 
 
-async def _paced(reader: _Reader, start: float, count: int) -> list[_Visible]:
+async def _paced(reader: _Reader, start: float, count: int) -> list[Visible]:
     """Message i at start + i / VISIBLE_RATE, open loop; all of them, once all are seen."""
     return await open_loop(reader.one, start, count, VISIBLE_RATE, "messages")
 
@@ -304,7 +305,7 @@ async def chat_send_to_visible(ctx: BenchContext) -> Result:
         opens = start + WARMUP_S
         closes = opens + seconds
 
-        async def load() -> list[_Visible]:
+        async def load() -> list[Visible]:
             reader = _Reader(s, channels, groups)
             try:
                 return await _paced(reader, start, int((closes - start) * VISIBLE_RATE))
@@ -312,13 +313,25 @@ async def chat_send_to_visible(ctx: BenchContext) -> Result:
                 reader.close()
 
         span, seen = await asyncio.gather(window(opens, closes, s.cpu_watch()), on_own_loop(load))
+    return visible_result(
+        "chat_send_to_visible",
+        seen,
+        span,
+        channels=f"{VISIBLE_CHANNELS} x {VISIBLE_MEMBERS} members",
+    )
+
+
+def visible_result(name: str, seen: list[Visible], span: Span, **extra: Any) -> Result:
+    """Send to visible, over the messages scheduled inside the window: the percentiles and
+    the verdict, the POST's and the GET's shares, the rates offered and served, `extra`,
+    and where the CPU went."""
     timed = [v for v in seen if span.start <= v.scheduled < span.end]
     pct = percentiles_ms([v.seen - v.scheduled for v in timed])
     p50, p99 = pct["p50_ms"], pct["p99_ms"]
     verdict = (f"p50 <= {TARGET_VISIBLE_P50_MS:g} ms: {'pass' if p50 <= TARGET_VISIBLE_P50_MS else 'FAIL'}, "
                f"p99 <= {TARGET_VISIBLE_P99_MS:g} ms: {'pass' if p99 <= TARGET_VISIBLE_P99_MS else 'FAIL'}")  # fmt: skip
     result = cpu_result(
-        "chat_send_to_visible", len(timed), span, "ms", **pct,
+        name, len(timed), span, "ms", **pct,
         **percentiles_ms([v.accepted - v.sent for v in timed], "post_"),
         **percentiles_ms([v.seen - v.accepted for v in timed], "get_"),
         **{k: v for k, v in percentiles_ms([v.seen - v.sent for v in timed], "from_send_").items()
@@ -328,7 +341,7 @@ async def chat_send_to_visible(ctx: BenchContext) -> Result:
         # Below the offered rate when the stack cannot keep up: latencies then grow with
         # the length of the run, and the figure says "overloaded" rather than how fast.
         served_per_s=round(sum(span.start <= v.seen < span.end for v in seen) / span.measured.seconds, 1),
-        channels=f"{VISIBLE_CHANNELS} x {VISIBLE_MEMBERS} members",
+        **extra,
         target=verdict,
     )  # fmt: skip
     result.value = p50

@@ -52,7 +52,7 @@ from bench.context import QUICK, BenchContext
 from bench.http1 import Connection, Pool, expect, request_bytes
 from bench.processes import CpuWatch, free_port, running
 from bench.result import Result
-from bench.timing import open_loop
+from bench.timing import SERVER, open_loop
 from events.channel import MessageSent, channel_stream
 from events.registry import encode
 from infra.db import make_pool
@@ -84,7 +84,7 @@ def _quick(ctx: BenchContext) -> bool:
 
 
 @dataclass(frozen=True)
-class _Gateway:
+class GatewayProcess:
     port: int
     proc: subprocess.Popen[bytes]
 
@@ -93,7 +93,7 @@ class _Gateway:
 
 
 @contextlib.asynccontextmanager
-async def _gateway(s: Stack) -> AsyncIterator[_Gateway]:
+async def _gateway(s: Stack) -> AsyncIterator[GatewayProcess]:
     """`hubbub gateway` on a free port, on the stack's database and NATS, once ready."""
     settings = replace(s.settings, gateway_port=free_port())
     with running(settings, "gateway") as (proc,):
@@ -108,7 +108,7 @@ async def _gateway(s: Stack) -> AsyncIterator[_Gateway]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the gateway was not ready within 60 s")
                 await asyncio.sleep(0.1)
-        yield _Gateway(settings.gateway_port, proc)
+        yield GatewayProcess(settings.gateway_port, proc)
 
 
 class _Clients:
@@ -118,7 +118,7 @@ class _Clients:
         self.proc = proc
 
     @classmethod
-    async def start(cls, gateway: _Gateway, connections: list[tuple[str, str]], *,
+    async def start(cls, gateway: GatewayProcess, connections: list[tuple[str, str]], *,
                     record_messages: bool = False) -> _Clients:  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.ws_clients",
@@ -157,7 +157,7 @@ class _Clients:
 
 
 @contextlib.asynccontextmanager
-async def _clients(gateway: _Gateway, connections: list[tuple[str, str]], *,
+async def client_process(gateway: GatewayProcess, connections: list[tuple[str, str]], *,
                    record_messages: bool = False) -> AsyncIterator[_Clients]:  # fmt: skip
     clients = await _Clients.start(gateway, connections, record_messages=record_messages)
     try:
@@ -182,7 +182,7 @@ async def gateway_connections(ctx: BenchContext) -> Result:
             idle = gw.rss_mib()
             watch = CpuWatch({"gateway": gw.proc.pid})
             watch.mark()
-            async with _clients(gw, [(_token(m), "me") for m in members]) as clients:
+            async with client_process(gw, [(_token(m), "me") for m in members]) as clients:
                 ready = await clients.ready()
                 opened_cpu = watch.since()["gateway"]
                 await asyncio.sleep(3.0)  # heartbeats, sweeps, a collection or two
@@ -258,7 +258,7 @@ async def gateway_fanout(ctx: BenchContext) -> Result:
         (channel_id,) = await on_own_loop(lambda: open_channels(s, [[owner]]))
         async with _gateway(s) as gw:
             topic = f"channel:{channel_id}"
-            async with _clients(gw, [(_token(m), topic) for m in others]) as clients:
+            async with client_process(gw, [(_token(m), topic) for m in others]) as clients:
                 await clients.ready()
                 watch = CpuWatch({"gateway": gw.proc.pid})
                 watch.mark()
@@ -424,30 +424,27 @@ async def gateway_latency(ctx: BenchContext) -> Result:
         commits = _FeedCommits()
         async with (
             _gateway(s) as gw,
-            _clients(gw, watchers, record_messages=True) as clients,
+            client_process(gw, watchers, record_messages=True) as clients,
             commits.listening(s.settings.database_url or ""),
         ):
             await clients.ready()
             await on_own_loop(lambda: _warm(s, posts))
-            sends, opens, busy, cpu, done = await _measured(
-                s, gw, clients, seconds,
+            sends, opens, busy, cpu, done = await measured(
+                _pids(s, gw), clients, seconds,
                 lambda start, count: _paced_sends(s, posts, start, count),
             )  # fmt: skip
             stored = await _stored_at(s.settings)
     seen: dict[str, float] = done["seen"]
     timed = [x for x in sends if x.scheduled >= opens]
-    pct, verdict, window = _to_frame(timed, seen)
-    p50 = pct["p50_ms"]
     # Where the time went: the write API's answer, then the relay and projector until the
     # feed's commit (split where JetStream stored the event: the relay publishes it, often
     # before the answer is back, then the projector applies it), then the gateway until
     # the frame is at the client.
     stages: dict[str, list[float]] = {
-        "post": [], "to_feed": [], "to_stream": [], "stream_to_feed": [], "gateway": [],
+        "to_feed": [], "to_stream": [], "stream_to_feed": [], "gateway": [],
     }  # fmt: skip
     for x in timed:
         committed = commits.at(x.position)
-        stages["post"].append(x.accepted - x.sent)
         if committed is not None:
             stages["to_feed"].append(committed - x.accepted)
             stages["gateway"].append(seen[x.message_id] - committed)
@@ -456,16 +453,44 @@ async def gateway_latency(ctx: BenchContext) -> Result:
                 stages["stream_to_feed"].append(committed - at)
     split = {f"{name}_{q}": v for name, values in stages.items()
              for q, v in _p50_p99(values).items()}  # fmt: skip
+    return frame_result(
+        "gateway_latency", sends, opens, busy, cpu, seen, **split,
+        channels=f"{LATENCY_CHANNELS} x {LATENCY_MEMBERS} members, "
+                 f"{LATENCY_SUBSCRIBERS} subscribers each",
+    )  # fmt: skip
+
+
+class _Answered(Protocol):
+    @property
+    def scheduled(self) -> float: ...
+    @property
+    def sent(self) -> float: ...
+    @property
+    def accepted(self) -> float: ...
+    @property
+    def message_id(self) -> str: ...
+
+
+def frame_result(
+    name: str, sends: Sequence[_Answered], opens: float, busy: float, cpu: dict[str, float],
+    seen: dict[str, float], **extra: Any,
+) -> Result:  # fmt: skip
+    """Command to frame, over the sends scheduled once the window `opens`: the percentiles
+    and the verdict, the POST's answer, `extra`, how late the sends went out, the rate
+    offered, the CPU a message of each process and the machine's busy cores."""
+    timed = [x for x in sends if x.scheduled >= opens]
+    pct, verdict, window = to_frame(timed, seen)
     per_message = {n: round(c / len(sends) * 1e6) for n, c in cpu.items()}
     return Result(
-        name="gateway_latency", value=p50, unit="ms", n=len(timed), seconds=round(window, 2),
+        name=name, value=pct["p50_ms"], unit="ms", n=len(timed), seconds=round(window, 2),
         extra={
-            **pct, **split,
+            **pct,
+            **{f"post_{k}": v for k, v in _p50_p99([x.accepted - x.sent for x in timed]).items()},
+            **extra,
             "send_lag_p99_ms": percentiles_ms([x.sent - x.scheduled for x in timed])["p99_ms"],
             "offered_per_s": round(len(timed) / window, 1),
-            "channels": f"{LATENCY_CHANNELS} x {LATENCY_MEMBERS} members, "
-                        f"{LATENCY_SUBSCRIBERS} subscribers each",
             "cpu_us_per_message": ", ".join(f"{k} {v}" for k, v in per_message.items()),
+            "server_cpu_us_per_op": sum(per_message.values()),
             "machine_busy_cores": round(busy, 2),
             "target": verdict,
         },
@@ -490,25 +515,33 @@ async def _latency_world(
     return groups, channels, watchers
 
 
-async def _measured(
-    s: Stack,
-    gw: _Gateway,
+def _pids(s: Stack, gw: GatewayProcess) -> dict[str, int]:
+    """The processes whose CPU the latency workloads report: the gateway, the stack's, and
+    NATS when this run started it."""
+    nats = {"nats": s.nats_pid} if s.nats_pid is not None else {}
+    return {"gateway": gw.proc.pid, **{n: p.pid for n, p in s.procs.items()}, **nats}
+
+
+async def measured(
+    pids: dict[str, int],
     clients: _Clients,
     seconds: float,
     load: Callable[[float, int], Coroutine[Any, Any, list[T]]],
 ) -> tuple[list[T], float, float, dict[str, float], dict[str, Any]]:
     """Offer LATENCY_RATE a second (`load(start, count)`, on a loop of its own) for the
-    warm-up and `seconds`, watching the CPU of the gateway and the stack's processes:
-    (what `load` returned, when the measured window opens, the machine's busy cores, CPU
-    seconds by process, what the clients saw)."""
+    warm-up and `seconds`, watching the CPU of the processes `pids` names (and of
+    PostgreSQL, when it runs here): (what `load` returned, when the measured window opens,
+    the machine's busy cores, CPU seconds by process, what the clients saw)."""
     start = time.monotonic() + 0.2
     count = int((LATENCY_WARMUP_S + seconds) * LATENCY_RATE)
-    watch = CpuWatch({"gateway": gw.proc.pid, **{n: p.pid for n, p in s.procs.items()}})
+    watch = CpuWatch(pids)
     watch.mark()
-    machine = psutil.cpu_times()
+    machine, postgres = psutil.cpu_times(), SERVER.cpu()
     done = await on_own_loop(lambda: load(start, count))
     busy = _busy_since(machine) / (time.monotonic() - start)
     cpu = watch.since()
+    if postgres is not None and (now := SERVER.cpu()) is not None:
+        cpu["postgres"] = now - postgres
     seen = await clients.finish({"after": 2.0}, 30)
     return done, start + LATENCY_WARMUP_S, busy, cpu, seen
 
@@ -520,7 +553,7 @@ class _Timed(Protocol):
     def message_id(self) -> str: ...
 
 
-def _to_frame(
+def to_frame(
     timed: Sequence[_Timed], seen: dict[str, float]
 ) -> tuple[dict[str, float], str, float]:
     """Scheduled -> frame at a subscriber, for messages that must all have arrived: the
@@ -603,15 +636,15 @@ async def gateway_commit_latency(ctx: BenchContext) -> Result:
             recorded = await s.store.read_stream(channel_stream(cid))
             streams.append((cid, [m.user_id for m in group], recorded[-1].stream_version))
         url = s.settings.database_url or ""
-        async with _gateway(s) as gw, _clients(gw, watchers, record_messages=True) as clients:
+        async with _gateway(s) as gw, client_process(gw, watchers, record_messages=True) as clients:
             await clients.ready()
-            appends, opens, busy, cpu, done = await _measured(
-                s, gw, clients, seconds,
+            appends, opens, busy, cpu, done = await measured(
+                _pids(s, gw), clients, seconds,
                 lambda start, count: _paced_appends(url, streams, start, count),
             )  # fmt: skip
     seen: dict[str, float] = done["seen"]
     timed = [x for x in appends if x.scheduled >= opens]
-    pct, verdict, window = _to_frame(timed, seen)
+    pct, verdict, window = to_frame(timed, seen)
     p50 = pct["p50_ms"]
     return Result(
         name="gateway_commit_latency", value=p50, unit="ms", n=len(timed),

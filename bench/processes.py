@@ -31,10 +31,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_part(part: str, settings: Settings) -> subprocess.Popen[bytes]:
-    """`hubbub <part>` in a process of its own, reading `settings` (warnings only)."""
+def start_part(part: str, settings: Settings, module: str = "infra.cli") -> subprocess.Popen[bytes]:
+    """`hubbub <part>` (or `python -m <module> <part>`) in a process of its own, reading
+    `settings` (warnings only)."""
     env = {**os.environ, **replace(settings, log_level="WARNING").to_env()}
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", part], env=env)
+    return subprocess.Popen([sys.executable, "-m", module, part], env=env)
 
 
 def stop_parts(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -43,12 +44,14 @@ def stop_parts(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextlib.contextmanager
-def running(settings: Settings, *parts: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+def running(
+    settings: Settings, *parts: str, module: str = "infra.cli"
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The named parts, started in order, stopped on exit whatever happened."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for part in parts:
-            procs.append(start_part(part, settings))
+            procs.append(start_part(part, settings, module))
         yield procs
     finally:
         stop_parts(procs)

@@ -54,6 +54,7 @@ class RatioSpec:
     denominator: str
     target: float | None
     paired: bool  # both ran interleaved: average the per-pair ratios
+    of: str | None = None  # a number both results carry in `extra`: divide those instead
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -122,6 +123,12 @@ WORKLOADS: tuple[Workload, ...] = (
               "p50 (lower is better; p50 <= 5 ms, p99 <= 25 ms in notes)",
     ),
     Workload(
+        name="floor_send_to_visible", entry="bench.floor:floor_send_to_visible", unit="ms",
+        about="chat_send_to_visible's load through stand-ins of the same kinds on the same "
+              "stack with nothing of Hubbub's (bench/floor.py): what the stack and the path's "
+              "shape cost on this machine, the floor under Hubbub's figure",
+    ),
+    Workload(
         name="gateway_connections", entry="bench.gateway:gateway_connections", unit="MiB",
         about="gateway process: RSS holding 10,000 signed-in WebSocket connections, each "
               "subscribed to its own `me` (clients in a process of their own); lower is "
@@ -146,6 +153,11 @@ WORKLOADS: tuple[Workload, ...] = (
               "as the write API appends them): scheduled append -> relay -> projector -> feed "
               "-> gateway -> frame at a subscriber's socket; p50 (p50 <= 10 ms, p99 <= 50 ms "
               "in notes)",
+    ),
+    Workload(
+        name="floor_command_to_frame", entry="bench.floor:floor_command_to_frame", unit="ms",
+        about="gateway_latency's load through stand-ins of the same kinds on the same stack "
+              "with nothing of Hubbub's (bench/floor.py): the floor under Hubbub's figure",
     ),
     Workload(
         name="auction_hot", entry="bench.auction:auction_hot", unit="decisions/s",
@@ -189,6 +201,18 @@ RATIOS: tuple[RatioSpec, ...] = (
     RatioSpec(
         name="chat_send / eventsourcing_lib", numerator="chat_send",
         denominator="eventsourcing_lib", target=None, paired=False,
+    ),
+    # How far above the stack's floor Hubbub's own work puts the same path, in server CPU
+    # a message (every process of the path, PostgreSQL and NATS included): no target.
+    RatioSpec(
+        name="chat_send_to_visible / floor_send_to_visible, server CPU a message",
+        numerator="chat_send_to_visible", denominator="floor_send_to_visible", target=None,
+        paired=False, of="server_cpu_us_per_op",
+    ),
+    RatioSpec(
+        name="gateway_latency / floor_command_to_frame, server CPU a message",
+        numerator="gateway_latency", denominator="floor_command_to_frame", target=None,
+        paired=False, of="server_cpu_us_per_op",
     ),
 )  # fmt: skip
 

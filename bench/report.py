@@ -52,7 +52,9 @@ def _notes(result: Result) -> str:
         parts.append("rounds " + " / ".join(_num(v) for v in x["rounds"]))
     cpu = f"cpu/op: client {x['client_cpu_us_per_op']} us" if "client_cpu_us_per_op" in x else ""
     if "server_cpu_us_per_op" in x:
-        cpu += f", server {x['server_cpu_us_per_op']} us; other load {x['other_busy_cores']} cores"
+        cpu += f"{', ' if cpu else 'cpu/op: '}server {x['server_cpu_us_per_op']} us"
+        if "other_busy_cores" in x:
+            cpu += f"; other load {x['other_busy_cores']} cores"
     if cpu:
         parts.append(cpu)
     parts += [f"{k}={v}" for k, v in x.items() if k not in (*_CPU_KEYS, "rounds", "statistic")]

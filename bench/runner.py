@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from bench.context import BenchContext
-from bench.registry import RATIOS, Workload
+from bench.registry import RATIOS, RatioSpec, Workload
 from bench.result import Ratio, Result, Skipped
 
 
@@ -101,6 +101,17 @@ def _cpu_ratio(name: str, num: Result, den: Result) -> Ratio | None:
                  "noise-robust cross-check, no target")  # fmt: skip
 
 
+def _ratio_of(spec: RatioSpec, num: Result, den: Result, key: str) -> Ratio:
+    """`key` of `num`'s extra over the same of `den`'s."""
+    a, b = num.extra.get(key), den.extra.get(key)
+    if a is None or not b:
+        missing = spec.numerator if a is None else spec.denominator
+        return Ratio(name=spec.name, value=None, target=spec.target, how="",
+                     reason=f"{missing} reports no {key}")  # fmt: skip
+    return Ratio(name=spec.name, value=float(a) / float(b), target=spec.target,
+                 how=f"{key}: {float(a):.0f} / {float(b):.0f}")  # fmt: skip
+
+
 def ratios(results: Sequence[Result]) -> list[Ratio]:
     """Every ratio of RATIOS whose two sides are among `results`."""
     by_name = {r.name: r for r in results}
@@ -113,6 +124,9 @@ def ratios(results: Sequence[Result]) -> list[Ratio]:
             missing = spec.numerator if num is None or num.value is None else spec.denominator
             out.append(Ratio(name=spec.name, value=None, target=spec.target, how="",
                              reason=f"{missing} has no figure in this run"))  # fmt: skip
+            continue
+        if spec.of is not None:
+            out.append(_ratio_of(spec, num, den, spec.of))
             continue
         num_rounds = num.extra.get("rounds", [num.value])
         den_rounds = den.extra.get("rounds", [den.value])
