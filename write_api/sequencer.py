@@ -175,7 +175,7 @@ class Sequencer(Generic[C, S, E]):
         """Forget the least recently used idle streams' states beyond `max_streams`."""
         for stream_id in list(self._lanes)[: max(0, len(self._lanes) - self.max_streams)]:
             lane = self._lanes[stream_id]
-            if not lane.queue and (lane.task is None or lane.task.done()):
+            if not lane.queue and lane.idle():
                 del self._lanes[stream_id]
 
     async def close(self) -> None:

@@ -114,3 +114,29 @@ async def test_a_quiet_stream_s_command_is_decided_and_appended_in_its_caller_s_
     outcome, caller = await asyncio.create_task(send())
     assert outcome.response == {"seq": 13} and deciders[-1] is caller
     await sequencer.close()
+
+
+async def test_a_stream_whose_command_is_being_appended_keeps_its_lane(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    # Only idle streams' states are forgotten: one whose command is being appended in its
+    # caller's coroutine is not idle (a fresh lane would decide on a stale state).
+    store = EventStore(shared_pool)
+    sequencer = Sequencer(store, ch.decide, ch.evolve, ch.INITIAL, max_streams=1)
+    owner = str(uuid.uuid4())
+    first, second = await _channel(store, owner), await _channel(store, owner)
+
+    def send(stream: str) -> asyncio.Task[Outcome]:
+        return asyncio.create_task(
+            sequencer.submit(stream, _send(owner), meta=b"{}", idem=None, respond=_seq)
+        )
+
+    appending = send(first)
+    await asyncio.sleep(0)  # it is appending now, in its own task
+    assert not appending.done()
+    other = send(second)
+    await asyncio.sleep(0)  # the second stream's lane is made, the oldest idle one forgotten
+    assert first in sequencer._lanes
+    assert (await appending).response == {"seq": 1}
+    assert (await other).response == {"seq": 1}
+    await sequencer.close()
