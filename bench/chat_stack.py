@@ -77,12 +77,16 @@ class Stack:
         """Keep-alive connections to the read API."""
         return Pool(HOST, self.settings.read_api_port, limit)
 
-    def cpu_watch(self) -> CpuWatch:
-        """The CPU of Hubbub's processes (and of NATS, when this run started it)."""
+    def pids(self) -> dict[str, int]:
+        """Hubbub's processes, and NATS's when this run started it and uses it."""
         watched = {name: proc.pid for name, proc in self.procs.items()}
         if self.nats_pid is not None and any(p in self.procs for p in ("relay", "projector")):
             watched["nats"] = self.nats_pid
-        return CpuWatch(watched)
+        return watched
+
+    def cpu_watch(self) -> CpuWatch:
+        """The CPU of `pids()`."""
+        return CpuWatch(self.pids())
 
 
 @contextlib.asynccontextmanager

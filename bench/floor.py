@@ -60,7 +60,6 @@ from bench.chat_stack import HOST, on_own_loop, window
 from bench.context import QUICK, BenchContext
 from bench.gateway import (
     LATENCY_CHANNELS,
-    LATENCY_RATE,
     LATENCY_SECONDS_FULL,
     LATENCY_SECONDS_QUICK,
     LATENCY_SUBSCRIBERS,
@@ -68,12 +67,14 @@ from bench.gateway import (
     client_process,
     frame_result,
     measured,
+    paced_sends,
 )
 from bench.http1 import Pool, expect, request_bytes
 from bench.payloads import MESSAGE_TEXT
 from bench.processes import CpuWatch, free_port, running, wait_all_live
 from bench.result import Result
 from bench.timing import open_loop
+from infra.db import make_pool
 from infra.settings import Settings
 
 SECONDS_FULL = 10.0
@@ -143,8 +144,7 @@ class Posted(msgspec.Struct):
 
 class Sent(msgspec.Struct):
     message_id: str
-    txid: int
-    position: int
+    position: str  # "<txid>:<position>", as the read part takes it back
 
 
 class Row(msgspec.Struct, array_like=True):
@@ -204,11 +204,9 @@ class Applied:
 
 def write_app(settings: Settings) -> Any:
     from litestar import Litestar, Request, get, post
-    from psycopg_pool import AsyncConnectionPool
     from uuid_utils.compat import uuid7
 
-    pool = AsyncConnectionPool(settings.database_url or "", min_size=4, max_size=8, open=False,
-                               kwargs={"autocommit": True})  # fmt: skip
+    pool = make_pool(settings.database_url or "", min_size=4, max_size=8, name="floor-write")
     posted = msgspec.json.Decoder(Posted)
     last_hint = [0.0]
 
@@ -226,7 +224,7 @@ def write_app(settings: Settings) -> Any:
                                      prepare=True)  # fmt: skip
             row = await cur.fetchone()
         assert row is not None
-        return {"message_id": str(message_id), "txid": int(row[0]), "position": row[1]}
+        return {"message_id": str(message_id), "position": f"{row[0]}:{row[1]}"}
 
     @get("/health/live")
     async def live() -> str:
@@ -240,17 +238,17 @@ def write_app(settings: Settings) -> Any:
 
 def read_app(settings: Settings) -> Any:
     from litestar import Litestar, get
-    from psycopg_pool import AsyncConnectionPool
 
     url = settings.database_url or ""
-    pool = AsyncConnectionPool(url, min_size=4, max_size=8, open=False, kwargs={"autocommit": True})
+    pool = make_pool(url, min_size=4, max_size=8, name="floor-read")
     applied = Applied(url)
 
-    @get("/m/{txid:int}/{position:int}")
-    async def read(txid: int, position: int) -> dict[str, Any]:
-        await applied.reach((txid, position), VISIBLE_WAIT_MS / 1000)
+    @get("/m/{at:str}")
+    async def read(at: str) -> dict[str, Any]:
+        txid, _, position = at.partition(":")
+        await applied.reach((int(txid), int(position)), VISIBLE_WAIT_MS / 1000)
         async with pool.connection() as conn:
-            cur = await conn.execute(_READ_ONE, (str(txid), position), prepare=True)
+            cur = await conn.execute(_READ_ONE, (txid, int(position)), prepare=True)
             row = await cur.fetchone()
         assert row is not None
         return {"message_id": row[0], "channel_id": row[1], "text": row[2]}
@@ -387,8 +385,7 @@ async def gateway(settings: Settings) -> None:
 
 def main(argv: list[str]) -> None:
     """Run one part (`write`, `read`, `relay`, `projector`, `gateway`) until killed."""
-    from infra import heap
-    from infra.cli import serve_http
+    from infra.cli import run_service, serve_http
 
     settings = Settings.from_env()
     part = argv[0]
@@ -398,11 +395,7 @@ def main(argv: list[str]) -> None:
         serve_http(lambda: app(settings), settings, port)
         return
     service = {"relay": relay, "projector": projector, "gateway": gateway}[part]
-    heap.tune()
-    heap.settle()
-    import uvloop
-
-    uvloop.run(service(settings))
+    run_service(service(settings))
 
 
 # --- the workloads -----------------------------------------------------------------------
@@ -469,7 +462,7 @@ async def floor_send_to_visible(ctx: BenchContext) -> Result:
                     answer = _SENT.decode(await expect(conn, posts[i % len(posts)], 201,
                                                        lambda: "floor post"))  # fmt: skip
                 accepted = time.perf_counter()
-                get = request_bytes("GET", f"/m/{answer.txid}/{answer.position}", read_host)
+                get = request_bytes("GET", f"/m/{answer.position}", read_host)
                 async with reads.connection() as conn:
                     await expect(conn, get, 200, lambda: "floor read")
                 return Visible(scheduled, sent, accepted, time.perf_counter())
@@ -504,37 +497,11 @@ async def floor_command_to_frame(ctx: BenchContext) -> Result:
         async with client_process(gw, watchers, record_messages=True) as watching:
             await watching.ready()
             sends, opens, busy, cpu, done = await measured(
-                f.pids(), watching, seconds, lambda start, count: _posts(f, posts, start, count),
+                f.pids(), watching, seconds,
+                lambda start, count: paced_sends(f.settings.write_api_port, posts, start, count),
             )  # fmt: skip
     return frame_result("floor_command_to_frame", sends, opens, busy, cpu, done["seen"],
                         channels=f"{LATENCY_CHANNELS}, {LATENCY_SUBSCRIBERS} subscribers each")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Posted:
-    scheduled: float
-    sent: float
-    accepted: float
-    message_id: str
-    position: int
-
-
-async def _posts(f: Floor, posts: list[bytes], start: float, count: int) -> list[_Posted]:
-    """Message i at start + i / LATENCY_RATE (open loop, on time.monotonic, the clients'
-    clock), its POST as posts[i % len]."""
-    pool = Pool(HOST, f.settings.write_api_port, 256)
-
-    async def one(i: int, scheduled: float) -> _Posted:
-        async with pool.connection() as conn:
-            sent = time.monotonic()
-            answer = _SENT.decode(await expect(conn, posts[i % len(posts)], 201,
-                                               lambda: "floor post"))  # fmt: skip
-        return _Posted(scheduled, sent, time.monotonic(), answer.message_id, answer.position)
-
-    try:
-        return await open_loop(one, start, count, LATENCY_RATE, "floor posts", clock=time.monotonic)
-    finally:
-        pool.close()
 
 
 async def _until_listening(port: int, timeout_s: float = 60.0) -> None:

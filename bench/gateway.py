@@ -303,7 +303,7 @@ _SENT = msgspec.json.Decoder(_Sent)
 
 
 @dataclass(frozen=True)
-class _Send:
+class Send:
     scheduled: float
     sent: float
     accepted: float
@@ -383,17 +383,18 @@ async def _stored_at(settings: Settings) -> dict[str, float]:
     return stored
 
 
-async def _paced_sends(s: Stack, posts: list[bytes], start: float, count: int) -> list[_Send]:
-    """Message i at start + i / LATENCY_RATE (open loop), its POST as posts[i % len]."""
-    pool = Pool(HOST, s.settings.write_api_port, 256)
+async def paced_sends(port: int, posts: list[bytes], start: float, count: int) -> list[Send]:
+    """Message i at start + i / LATENCY_RATE (open loop), its POST as posts[i % len] to
+    the write API on `port`, answered 201 `{message_id, position}`."""
+    pool = Pool(HOST, port, 256)
 
-    async def one(i: int, scheduled: float) -> _Send:
+    async def one(i: int, scheduled: float) -> Send:
         async with pool.connection() as conn:
             sent = time.monotonic()
             body = await expect(conn, posts[i % len(posts)], 201, lambda: "send message")
         accepted = time.monotonic()
         answer = _SENT.decode(body)
-        return _Send(scheduled, sent, accepted, answer.message_id, answer.position)
+        return Send(scheduled, sent, accepted, answer.message_id, answer.position)
 
     try:
         # time.monotonic: the clients' process stamps arrivals on the same clock.
@@ -431,7 +432,7 @@ async def gateway_latency(ctx: BenchContext) -> Result:
             await on_own_loop(lambda: _warm(s, posts))
             sends, opens, busy, cpu, done = await measured(
                 _pids(s, gw), clients, seconds,
-                lambda start, count: _paced_sends(s, posts, start, count),
+                lambda start, count: paced_sends(s.settings.write_api_port, posts, start, count),
             )  # fmt: skip
             stored = await _stored_at(s.settings)
     seen: dict[str, float] = done["seen"]
@@ -516,10 +517,8 @@ async def _latency_world(
 
 
 def _pids(s: Stack, gw: GatewayProcess) -> dict[str, int]:
-    """The processes whose CPU the latency workloads report: the gateway, the stack's, and
-    NATS when this run started it."""
-    nats = {"nats": s.nats_pid} if s.nats_pid is not None else {}
-    return {"gateway": gw.proc.pid, **{n: p.pid for n, p in s.procs.items()}, **nats}
+    """The processes whose CPU the latency workloads report: the gateway and the stack's."""
+    return {"gateway": gw.proc.pid, **s.pids()}
 
 
 async def measured(

@@ -208,10 +208,10 @@ def gateway() -> None:
     settings = resolve_urls(load_settings("gateway"))
     from read_api.gateway.server import main as gateway_main
 
-    _run_service(gateway_main(settings))
+    run_service(gateway_main(settings))
 
 
-def _run_service(main: Coroutine[Any, Any, None]) -> None:
+def run_service(main: Coroutine[Any, Any, None]) -> None:
     """Run a long-lived part on uvloop when installed (5-7% less CPU an event for the
     relay and the projector, measured), its modules out of the collector's sight."""
     from infra import heap
@@ -237,7 +237,7 @@ def relay() -> None:
     settings = resolve_urls(load_settings("relay"))
     from infra.relay import main as relay_main
 
-    _run_service(relay_main(settings))
+    run_service(relay_main(settings))
 
 
 @app.command()
@@ -261,7 +261,7 @@ def projector(
     except KeyError as e:
         fail(f"no projection called {e.args[0]!r}")
     settings = resolve_urls(load_settings("projector"))
-    _run_service(projector_main(settings, names))
+    run_service(projector_main(settings, names))
 
 
 @app.command()
@@ -270,7 +270,7 @@ def scheduler() -> None:
     settings = resolve_urls(load_settings("scheduler"))
     from write_api.closer import main as scheduler_main
 
-    _run_service(scheduler_main(settings))
+    run_service(scheduler_main(settings))
 
 
 @app.command()
