@@ -305,16 +305,22 @@ COPY_FROM: Final = 256
 _COPY_SQL: Final = """
 COPY events (event_id, stream_id, category, stream_version, type, schema_version, recorded_at,
              data, metadata, prev_hash, hash) FROM STDIN (FORMAT BINARY)"""
-# json goes as text: in binary COPY a json field is its UTF-8 text, and json_recv still
-# checks that it is JSON.
+# In binary COPY a json field is its UTF-8 text, which json_recv checks (encoding and
+# syntax): the events' encoded bytes go as they are, by the bytea dumper, which writes a
+# value's bytes unchanged. (As str they were decoded only to be encoded again.)
 _COPY_TYPES: Final = (
-    "uuid", "text", "text", "int8", "text", "int4", "timestamptz", "text", "text", "bytea", "bytea",
+    "uuid", "text", "text", "int8", "text", "int4", "timestamptz", "bytea", "bytea", "bytea",
+    "bytea",
 )  # fmt: skip
-# The rows the COPY made: this transaction's, by the (txid, position) key; the ids keep out
-# any events the caller's transaction appended before.
+# The rows the COPY made: the transaction's last n, by the (txid, position) key. A session
+# draws its positions in the order it inserts, so any events the caller's transaction
+# appended before lie below them. (Picking them out by their ids cost a parameter of n
+# uuids each way.)
 _COPIED_SQL: Final = """
-SELECT pg_current_xact_id(), array_agg(position ORDER BY position) FROM events
-WHERE txid = pg_current_xact_id() AND event_id = ANY(%b::uuid[])"""
+SELECT pg_current_xact_id(), array_agg(position ORDER BY position) FROM (
+    SELECT position FROM events WHERE txid = pg_current_xact_id()
+    ORDER BY position DESC LIMIT %s
+) AS copied"""
 _IDEM_KEYS_SQL: Final = """
 INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[], %b::bigint[])"""
@@ -586,8 +592,8 @@ class _Columns:
     event_ids: list[UUID]
     types: list[str]
     schema_versions: list[int]
-    data: list[str]
-    metadata: list[str]
+    data: list[bytes]
+    metadata: list[bytes]
     digests: list[bytes]
 
     @classmethod
@@ -606,8 +612,8 @@ class _Columns:
             c.event_ids.extend([e.event_id for e in events])
             c.types.extend([e.type for e in events])
             c.schema_versions.extend([e.schema_version for e in events])
-            c.data.extend([e.data.decode() for e in events])
-            c.metadata.extend([e.metadata.decode() for e in events])
+            c.data.extend([e.data for e in events])
+            c.metadata.extend([e.metadata for e in events])
             c.digests.extend(
                 content_digest(e.event_id, sid, e.type, e.schema_version, e.data, e.metadata)
                 for e in events
@@ -615,6 +621,10 @@ class _Columns:
         if not c.event_ids:
             raise ValueError("an append needs at least one event")
         return c
+
+    def json_texts(self) -> tuple[list[str], list[str]]:
+        """Data and metadata as the statements' text arrays take them."""
+        return [d.decode() for d in self.data], [m.decode() for m in self.metadata]
 
 
 def _chain(
@@ -657,7 +667,7 @@ async def _copy_events(
             strict=True,
         ):  # fmt: skip
             await copy.write_row(values)
-    await cur.execute(_COPIED_SQL, (c.event_ids,))
+    await cur.execute(_COPIED_SQL, (len(c.event_ids),))
     row = await cur.fetchone()
     assert row is not None
     return row[0], row[1]
@@ -795,7 +805,7 @@ class EventStore:
         given: psycopg.AsyncConnection[Any] | None,
     ) -> AppendResult:  # fmt: skip
         params: tuple[Any, ...] = (
-            c.event_ids, c.stream_ids, c.expected, c.types, c.schema_versions, c.data, c.metadata,
+            c.event_ids, c.stream_ids, c.expected, c.types, c.schema_versions, *c.json_texts(),
             c.digests,
         )  # fmt: skip
         if keys:
@@ -834,8 +844,8 @@ class EventStore:
                     await conn.execute(_IDEM_KEYS_SQL, (*idem, at))
             else:
                 params: tuple[Any, ...] = (
-                    c.event_ids, c.stream_ids, versions, c.types, c.schema_versions, c.data,
-                    c.metadata, prevs, hashes,
+                    c.event_ids, c.stream_ids, versions, c.types, c.schema_versions,
+                    *c.json_texts(), prevs, hashes,
                 )  # fmt: skip
                 if keys:
                     params += _idempotency_params(keys, len(c.event_ids))
