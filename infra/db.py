@@ -7,17 +7,12 @@ from typing import Any
 
 import psycopg
 from psycopg.adapt import Loader
+from psycopg.types.numeric import Int8BinaryLoader, IntLoader
+from psycopg.types.string import ByteaBinaryLoader
 from psycopg_pool import AsyncConnectionPool
 
 XID8_OID = 5069
 JSON_OID = 114
-
-
-class _Xid8Loader(Loader):
-    """xid8 arrives as decimal text: load it as a Python int."""
-
-    def load(self, data: Any) -> int:
-        return int(bytes(data))
 
 
 class _RawJsonLoader(Loader):
@@ -28,9 +23,19 @@ class _RawJsonLoader(Loader):
 
 
 def configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
-    """Register Hubbub's loaders on a connection (or its adapters map)."""
-    conn.adapters.register_loader(XID8_OID, _Xid8Loader)
+    """Register Hubbub's loaders on a connection (or its adapters map).
+
+    - xid8 as a Python int, by psycopg's C loaders for integers: as text (decimal) and as
+      binary (8 bytes, read signed: a value needs 2**31 transaction-ID wraparounds to pass
+      2**63). A loader written in Python cost 1.1 us a value against 0.17.
+    - json as the exact bytes stored (hashes are computed over them). In binary results a
+      json value is its text, and bytea's C loader hands it over unchanged; text results
+      go through `_RawJsonLoader`, 0.8-0.95 us a value against 0.15-0.2 binary.
+    """
+    conn.adapters.register_loader(XID8_OID, IntLoader)
+    conn.adapters.register_loader(XID8_OID, Int8BinaryLoader)
     conn.adapters.register_loader(JSON_OID, _RawJsonLoader)
+    conn.adapters.register_loader(JSON_OID, ByteaBinaryLoader)
 
 
 async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
