@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Loader
 from psycopg.types.numeric import Int8BinaryLoader, IntLoader
-from psycopg.types.string import ByteaBinaryLoader
+from psycopg.types.string import ByteaBinaryLoader, BytesBinaryDumper
 from psycopg_pool import AsyncConnectionPool
 
 XID8_OID = 5069
@@ -36,6 +36,10 @@ def configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> N
     conn.adapters.register_loader(XID8_OID, Int8BinaryLoader)
     conn.adapters.register_loader(JSON_OID, _RawJsonLoader)
     conn.adapters.register_loader(JSON_OID, ByteaBinaryLoader)
+    # A binary COPY of bytea columns (the store's batched appends) picks its dumper by the
+    # type's oid, where psycopg's last registered is dbapi20's Binary wrapper: a Python
+    # subclass of the C dumper, 1.3 us a value more. The C one, for the oid only.
+    conn.adapters.register_dumper(None, BytesBinaryDumper)
 
 
 async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
