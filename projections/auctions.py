@@ -10,9 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from events.auction import (
@@ -26,6 +24,7 @@ from events.auction import (
 from events.envelope import Envelope
 from events.registry import decode
 from projections.batching import Runs
+from projections.statements import Statements
 
 name = "auctions"
 version = 2  # 2: an index per listing order (read_api/auctions.py)
@@ -120,9 +119,7 @@ def _statements(schema: str) -> _Statements:
     )
 
 
-async def apply(
-    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-) -> None:
+async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
     """Listing rows and bids, in event order, as few round trips as the order allows."""
     q = _statements(schema)
     runs = Runs(conn)
@@ -161,5 +158,4 @@ async def apply(
                 pass
     await runs.flush()
     if bids:
-        async with conn.cursor() as cur:
-            await cur.executemany(q.bid_row, bids)
+        await conn.executemany(q.bid_row, bids)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
+
+from projections.statements import Statements
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Bulk:
 
     statement: sql.Composed
 
-    async def run(self, conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
+    async def run(self, conn: Statements, rows: list[tuple[Any, ...]]) -> None:
         """Execute the statement once for all `rows` (nothing when there are none).
         Prepared once used often (psycopg's choice); its plan is made under the batch
         transaction's planner settings (runtime.PLANNER_SETTINGS), which keep it an index
@@ -40,7 +41,7 @@ class Runs:
     out together: in one executemany, or in one execution for a Bulk statement. A batch of
     500 messages is one call, not 500, and no statement ever overtakes one queued before it."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: Statements) -> None:
         self.conn = conn
         self._statement: sql.Composed | Bulk | None = None
         self._rows: list[Any] = []
@@ -58,7 +59,6 @@ class Runs:
             if isinstance(self._statement, Bulk):
                 await self._statement.run(self.conn, self._rows)
             else:
-                async with self.conn.cursor() as cur:
-                    await cur.executemany(self._statement, self._rows)
+                await self.conn.executemany(self._statement, self._rows)
         self._statement = None
         self._rows = []

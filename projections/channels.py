@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, assert_never
 
-import psycopg
 from psycopg import sql
 
 from events.channel import (
@@ -31,6 +30,7 @@ from events.channel import (
 from events.envelope import Envelope
 from events.registry import Event, decode
 from projections.batching import Bulk, Runs, unnest
+from projections.statements import Statements
 
 name = "channels"
 version = 1
@@ -195,9 +195,7 @@ class _Tips:
         self.members.clear()
 
 
-async def apply(
-    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-) -> None:
+async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
     """Channels and memberships change in event order; message tips and receipts are
     folded in between. Applying a batch twice changes nothing."""
     statements = _statements(schema)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import psycopg
 from psycopg import sql
 
 from events.auction import (
@@ -45,6 +44,7 @@ from events.registry import Event, decode
 from events.user import UserForgotten
 from projections import notifications
 from projections.batching import Bulk, unnest
+from projections.statements import Statements
 
 name = "feed"
 version = 3  # 2: frames carry the causing request's traceparent, 3: subjects (erasure)
@@ -243,9 +243,7 @@ def _statements(schema: str) -> _Statements:
     )  # fmt: skip
 
 
-async def apply(
-    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-) -> None:
+async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
     """Number each topic's new frames after its last one; a frame already stored (same
     event, topic and name) is not stored again."""
     statements = _statements(schema)
@@ -268,7 +266,7 @@ async def apply(
 
 
 async def _insert(
-    conn: psycopg.AsyncConnection[Any],
+    conn: Statements,
     statements: _Statements,
     made: list[tuple[str, str, Envelope, dict[str, Any], str | None]],
 ) -> None:

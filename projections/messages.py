@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from events.channel import (
@@ -28,6 +27,7 @@ from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
 from projections.batching import Bulk, Runs, unnest
+from projections.statements import Statements
 
 name = "messages"
 version = 2  # 2: erased (forgotten authors)
@@ -122,9 +122,7 @@ def _statements(schema: str) -> _Statements:
     )
 
 
-async def apply(
-    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-) -> None:
+async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
     """Messages and reactions change in event order, runs of one kind in one executemany."""
     statements = _statements(schema)
     runs = Runs(conn)

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from events.auction import AuctionClosed, BidPlaced
@@ -34,6 +33,7 @@ from events.channel import MemberInvited, MemberJoined, MessageSent, MessagesRea
 from events.envelope import Envelope
 from events.registry import Event, decode
 from projections.batching import Bulk, Runs, unnest
+from projections.statements import Statements
 
 name = "notifications"
 version = 3  # 2: auctions, 3: the currency of amounts
@@ -95,9 +95,7 @@ def _statements(schema: str) -> _Statements:
     )
 
 
-async def apply(
-    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-) -> None:
+async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
     """New notifications in event order; reading marks them read. Reads are folded to one
     update per user and channel at the end of the batch: a message sent after a receipt
     has a higher seq than it, so no notification inserted later is one it should mark."""

@@ -20,6 +20,7 @@ from psycopg.pq import TransactionStatus
 from events.envelope import ORIGIN, Envelope, Position
 from infra.store import PROJECTION_CHANNEL, RecordedEvent
 from infra.vault import KeyCache, open_envelopes
+from projections.statements import Statements
 
 
 class Projection(Protocol):
@@ -35,10 +36,10 @@ class Projection(Protocol):
         """CREATE statements for the projection's tables in `schema` (not the checkpoint)."""
         ...
 
-    async def apply(
-        self, conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-    ) -> None:
-        """Apply events (only of `types`, in commit-safe order) inside the caller's transaction."""
+    async def apply(self, conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
+        """Queue what applying events (only of `types`, in commit-safe order) writes, in the
+        caller's transaction. Statements only: nothing is sent before the batch is whole,
+        so no result can be read."""
         ...
 
 
@@ -193,21 +194,25 @@ async def apply_together(
     wanted = [[e for e in b.events if e.type in b.projection.types] for b in batches]
     opened = await _opened(conn, wanted)
     claim, params = _claim(conn, batches, notify=notify)
-    # BEGIN and COMMIT are sent as statements, in the pipeline: psycopg's transaction()
-    # inside a pipeline syncs on entering and on leaving it (three round trips more for a
-    # batch of a handful of events). One sync, at the end, makes it one round trip (more
-    # only where a projection reads a result mid-batch). A failure leaves the transaction
-    # aborted (the server skips what follows it, COMMIT too): roll it back.
+    # The whole transaction, BEGIN to COMMIT, is queued and then sent in one write with one
+    # sync (projections.statements): one round trip. In a caller's transaction (a rebuild's
+    # last catch-up and its swap) the batch joins it instead, and commits or rolls back
+    # with it. A failure leaves the transaction aborted (the server skips what follows it,
+    # COMMIT too): ours is rolled back here, a caller's by the caller.
+    # In a caller's transaction, a savepoint lets the batch be sent again when the server
+    # lost its prepared statements (Statements.send).
+    own = conn.info.transaction_status == TransactionStatus.IDLE
+    statements = Statements(conn)
+    await statements.execute(b"BEGIN" if own else b"SAVEPOINT hubbub_batch", prepare=False)
+    await statements.execute(claim, params)
+    for b, envelopes in zip(batches, opened, strict=True):
+        if envelopes:
+            await b.projection.apply(statements, b.schema, envelopes)
+    await statements.execute(b"COMMIT" if own else b"RELEASE SAVEPOINT hubbub_batch", prepare=False)
     try:
-        async with conn.pipeline():
-            await conn.execute(b"BEGIN")
-            await conn.execute(claim, params)
-            for b, envelopes in zip(batches, opened, strict=True):
-                if envelopes:
-                    await b.projection.apply(conn, b.schema, envelopes)
-            await conn.execute(b"COMMIT")
+        await statements.send(undo=b"ROLLBACK" if own else b"ROLLBACK TO SAVEPOINT hubbub_batch")
     except BaseException:
-        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+        if own and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
                 await conn.execute(b"ROLLBACK")
         raise

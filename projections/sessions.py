@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
 
 import psycopg
 import structlog
@@ -16,6 +15,7 @@ from events.envelope import Envelope
 from events.registry import decode
 from events.session import SessionRevoked, SessionStarted
 from events.user import UserForgotten
+from projections.statements import Statements
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +37,7 @@ def ddl(schema: str) -> list[str]:
     ]
 
 
-async def apply(
-    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-) -> None:
+async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
     """Sessions start and are revoked; applying an event twice changes nothing."""
     table = sql.SQL("{}.sessions").format(sql.Identifier(schema))
     for envelope in events:

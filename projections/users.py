@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from events.envelope import Envelope
 from events.personal import erased
 from events.registry import decode
 from events.user import RoleGranted, RoleRevoked, UserForgotten, UserRegistered
+from projections.statements import Statements
 
 name = "users"
 version = 3  # 2: roles, 3: erasure
@@ -34,9 +34,7 @@ def ddl(schema: str) -> list[str]:
     ]
 
 
-async def apply(
-    conn: psycopg.AsyncConnection[Any], schema: str, events: Sequence[Envelope]
-) -> None:
+async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:
     """Registered users, and their roles; an event applied twice changes nothing (each
     row remembers the stream version it has seen)."""
     table = sql.SQL("{}.users").format(sql.Identifier(schema))
@@ -78,14 +76,11 @@ async def apply(
         await _insert(conn, table, registered)
 
 
-async def _insert(
-    conn: psycopg.AsyncConnection[Any], table: sql.Composable, rows: list[tuple[Any, ...]]
-) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            sql.SQL(
-                "INSERT INTO {} (user_id, username, display_name, registered_at, stream_version)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id) DO NOTHING"
-            ).format(table),
-            rows,
-        )
+async def _insert(conn: Statements, table: sql.Composable, rows: list[tuple[Any, ...]]) -> None:
+    await conn.executemany(
+        sql.SQL(
+            "INSERT INTO {} (user_id, username, display_name, registered_at, stream_version)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id) DO NOTHING"
+        ).format(table),
+        rows,
+    )

@@ -15,6 +15,7 @@ from events.envelope import Envelope
 from infra.store import EventStore
 from projections import channels, messages, notifications
 from projections.runtime import Projection, create_schema
+from projections.statements import Statements
 from tests.integration.chat_log import ChatLog, random_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -76,13 +77,17 @@ async def apply(
     pool: AsyncConnectionPool, projection: Projection, schema: str,
     batches: Sequence[Sequence[Envelope]], *, times: int = 1,
 ) -> None:  # fmt: skip
-    """Apply each batch `times` over, as the runtime does: in one pipelined transaction."""
+    """Apply each batch `times` over, as the runtime does: queued, then sent as one
+    transaction."""
     async with pool.connection() as conn:
         for batch in batches:
             wanted = [e for e in batch if e.type in projection.types]
-            async with conn.pipeline(), conn.transaction():
-                for _ in range(times):
-                    await projection.apply(conn, schema, wanted)
+            statements = Statements(conn)
+            await statements.execute(b"BEGIN")
+            for _ in range(times):
+                await projection.apply(statements, schema, wanted)
+            await statements.execute(b"COMMIT")
+            await statements.send()
 
 
 async def test_applying_twice_or_one_by_one_leaves_the_same_rows(

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import ORIGIN, Envelope, Position
@@ -64,6 +65,30 @@ async def test_a_batch_against_a_moved_checkpoint_applies_nothing(
         assert moved.value.actual == events[1].at
         assert await read_checkpoint(conn, schema) == events[1].at
     assert await count_users(pool) == 2
+
+
+async def test_a_batch_in_the_callers_transaction_commits_and_rolls_back_with_it(
+    pool: AsyncConnectionPool,
+) -> None:
+    """A rebuild's last catch-up and its schema swap are one transaction: the batches it
+    applies there must not commit it half way (nor leave the swap to autocommit)."""
+    store = EventStore(pool, notify=False)
+    events = await registered(store, 3)
+    async with pool.connection() as conn:
+        await ensure_schema(conn, users)
+        schema = live_schema(users.name)
+        before = await read_checkpoint(conn, schema)
+        with pytest.raises(RuntimeError, match="the caller gives up"):
+            async with conn.transaction():
+                await apply_batch(conn, users, schema, before, events, events[-1].at)
+                assert conn.info.transaction_status == TransactionStatus.INTRANS
+                raise RuntimeError("the caller gives up")
+        assert await read_checkpoint(conn, schema) == before
+        assert await count_users(pool) == 0
+        async with conn.transaction():
+            await apply_batch(conn, users, schema, before, events, events[-1].at)
+        assert await read_checkpoint(conn, schema) == events[-1].at
+    assert await count_users(pool) == 3
 
 
 def as_batch(events: list[RecordedEvent], prev: Position) -> list[tuple[Envelope, Position]]:
