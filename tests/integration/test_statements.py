@@ -34,6 +34,18 @@ async def _prepared(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     return [row[0] for row in await cur.fetchall()]
 
 
+async def _transaction(
+    conn: psycopg.AsyncConnection[Any], *queued: tuple[str, tuple[Any, ...]]
+) -> Statements:
+    """BEGIN, the statements and COMMIT, queued (not sent)."""
+    s = Statements(conn)
+    await s.execute(b"BEGIN")
+    for query, params in queued:
+        await s.execute(query, params)
+    await s.execute(b"COMMIT")
+    return s
+
+
 async def test_statements_run_in_order_and_are_prepared_once(pool: AsyncConnectionPool) -> None:
     async with pool.connection() as conn:
         await _table(conn, "st_order")
@@ -67,13 +79,13 @@ async def test_the_first_error_is_raised_and_nothing_after_it_applies(
     async with pool.connection() as conn:
         await _table(conn, "st_fail")
         await conn.execute("INSERT INTO st_fail VALUES (1, 'first')")
-        s = Statements(conn)
-        await s.execute(b"BEGIN")
-        await s.execute("INSERT INTO st_fail VALUES (%s, %s)", (2, "before"))
-        await s.execute("INSERT INTO st_fail VALUES (%s, %s)", (1, "duplicate"))
-        await s.execute("SELECT hubbub_require(false, 'never reached')")  # never prepared
-        await s.execute("INSERT INTO st_fail VALUES (%s, %s)", (3, "after"))
-        await s.execute(b"COMMIT")
+        s = await _transaction(
+            conn,
+            ("INSERT INTO st_fail VALUES (%s, %s)", (2, "before")),
+            ("INSERT INTO st_fail VALUES (%s, %s)", (1, "duplicate")),
+            ("SELECT hubbub_require(false, 'never reached')", ()),  # never prepared
+            ("INSERT INTO st_fail VALUES (%s, %s)", (3, "after")),
+        )
         with pytest.raises(errors.UniqueViolation) as failed:
             await s.send()
         assert failed.value.diag.constraint_name == "st_fail_pkey"
@@ -83,10 +95,7 @@ async def test_the_first_error_is_raised_and_nothing_after_it_applies(
         assert await _rows(conn, "st_fail") == [(1, "first")]
         # Statements the server skipped were not prepared: the next batch prepares them
         # afresh and runs them (here the precondition, which now fails as HB001).
-        again = Statements(conn)
-        await again.execute(b"BEGIN")
-        await again.execute("SELECT hubbub_require(false, 'never reached')")
-        await again.execute(b"COMMIT")
+        again = await _transaction(conn, ("SELECT hubbub_require(false, 'never reached')", ()))
         with pytest.raises(psycopg.Error) as refused:
             await again.send()
         assert refused.value.sqlstate == "HB001"
@@ -102,14 +111,9 @@ async def test_a_batch_larger_than_the_socket_buffers_goes_through(
 ) -> None:
     async with pool.connection() as conn:
         await _table(conn, "st_large")
-        s = Statements(conn)
-        await s.execute(b"BEGIN")
         # Some 10 MB of parameters: many writes, with results coming back meanwhile.
-        await s.executemany(
-            "INSERT INTO st_large VALUES (%s, %s)", [(i, "x" * 2000) for i in range(5000)]
-        )
-        await s.execute(b"COMMIT")
-        await s.send()
+        rows = [("INSERT INTO st_large VALUES (%s, %s)", (i, "x" * 2000)) for i in range(5000)]
+        await (await _transaction(conn, *rows)).send()
         cur = await conn.execute("SELECT count(*), sum(length(v)) FROM st_large")
         assert await cur.fetchone() == (5000, 10_000_000)
 
@@ -118,11 +122,11 @@ async def test_a_send_cancelled_midway_closes_its_connection(pool: AsyncConnecti
     async with pool.connection() as conn:
         await _table(conn, "st_cancel")
     async with pool.connection() as conn:
-        s = Statements(conn)
-        await s.execute(b"BEGIN")
-        await s.execute("INSERT INTO st_cancel VALUES (%s, %s)", (1, "never"))
-        await s.execute("SELECT pg_sleep(2)")
-        await s.execute(b"COMMIT")
+        s = await _transaction(
+            conn,
+            ("INSERT INTO st_cancel VALUES (%s, %s)", (1, "never")),
+            ("SELECT pg_sleep(2)", ()),
+        )
         sending = asyncio.create_task(s.send())
         await asyncio.sleep(0.3)
         sending.cancel()
@@ -151,10 +155,7 @@ async def test_statements_deallocated_behind_its_back_are_prepared_again(
         await again.execute("INSERT INTO st_dealloc VALUES (%s, %s)", (2, "two"))
         await again.send()  # prepared afresh
         await conn.execute("DEALLOCATE ALL")
-        retried = Statements(conn)
-        await retried.execute(b"BEGIN")
-        await retried.execute("INSERT INTO st_dealloc VALUES (%s, %s)", (3, "three"))
-        await retried.execute(b"COMMIT")
+        retried = await _transaction(conn, ("INSERT INTO st_dealloc VALUES (%s, %s)", (3, "three")))
         await retried.send(undo=b"ROLLBACK")  # fails, undoes, goes again
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert await _rows(conn, "st_dealloc") == [(1, "one"), (2, "two"), (3, "three")]
