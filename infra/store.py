@@ -33,6 +33,7 @@ from events.envelope import (
     content_digest,
     micros,
 )
+from infra.pipeline import one_row
 
 
 class _AppendMetrics(Collector):
@@ -771,14 +772,15 @@ class EventStore:
         path: getconn/putconn, not pool.connection(), whose wrapper also commits the
         connection (autocommit, so idle) under its lock on the way out, for half a
         checkout's CPU; putconn still rolls back or discards a connection left in a
-        transaction or broken."""
+        transaction or broken. On a pool connection (autocommit, idle) the statement goes
+        through libpq below psycopg's cursor (infra.pipeline.one_row: 172 against 278 us
+        of client CPU a statement on session 10's machine)."""
         if given is not None:
             cur = await given.execute(query, params, prepare=True)
             return await cur.fetchone()
         conn = await self.pool.getconn()
         try:
-            cur = await conn.execute(query, params, prepare=True)
-            return await cur.fetchone()
+            return await one_row(conn, query, params)
         finally:
             await self.pool.putconn(conn)
 

@@ -23,8 +23,8 @@ from events.auction import (
 )
 from events.envelope import Envelope
 from events.registry import decode
+from infra.pipeline import Statements
 from projections.batching import Runs
-from projections.statements import Statements
 
 name = "auctions"
 version = 2  # 2: an index per listing order (read_api/auctions.py)

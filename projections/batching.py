@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
-from projections.statements import Statements
+from infra.pipeline import Statements
 
 
 @dataclass(frozen=True)

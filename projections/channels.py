@@ -29,8 +29,8 @@ from events.channel import (
 )
 from events.envelope import Envelope
 from events.registry import Event, decode
+from infra.pipeline import Statements
 from projections.batching import Bulk, Runs, unnest
-from projections.statements import Statements
 
 name = "channels"
 version = 1

@@ -42,9 +42,9 @@ from events.envelope import METADATA_VIEW, Envelope, traced
 from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
+from infra.pipeline import Statements
 from projections import notifications
 from projections.batching import Bulk, unnest
-from projections.statements import Statements
 
 name = "feed"
 version = 3  # 2: frames carry the causing request's traceparent, 3: subjects (erasure)

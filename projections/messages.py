@@ -26,8 +26,8 @@ from events.envelope import Envelope
 from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
+from infra.pipeline import Statements
 from projections.batching import Bulk, Runs, unnest
-from projections.statements import Statements
 
 name = "messages"
 version = 2  # 2: erased (forgotten authors)

@@ -32,8 +32,8 @@ from events.auction import AuctionClosed, BidPlaced
 from events.channel import MemberInvited, MemberJoined, MessageSent, MessagesRead
 from events.envelope import Envelope
 from events.registry import Event, decode
+from infra.pipeline import Statements
 from projections.batching import Bulk, Runs, unnest
-from projections.statements import Statements
 
 name = "notifications"
 version = 3  # 2: auctions, 3: the currency of amounts

@@ -18,9 +18,9 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from events.envelope import ORIGIN, Envelope, Position
+from infra.pipeline import Statements
 from infra.store import PROJECTION_CHANNEL, RecordedEvent
 from infra.vault import KeyCache, open_envelopes
-from projections.statements import Statements
 
 
 class Projection(Protocol):
@@ -195,7 +195,7 @@ async def apply_together(
     opened = await _opened(conn, wanted)
     claim, params = _claim(conn, batches, notify=notify)
     # The whole transaction, BEGIN to COMMIT, is queued and then sent in one write with one
-    # sync (projections.statements): one round trip. In a caller's transaction (a rebuild's
+    # sync (infra.pipeline): one round trip. In a caller's transaction (a rebuild's
     # last catch-up and its swap) the batch joins it instead, and commits or rolls back
     # with it. A failure leaves the transaction aborted (the server skips what follows it,
     # COMMIT too): ours is rolled back here, a caller's by the caller.
@@ -210,7 +210,9 @@ async def apply_together(
             await b.projection.apply(statements, b.schema, envelopes)
     await statements.execute(b"COMMIT" if own else b"RELEASE SAVEPOINT hubbub_batch", prepare=False)
     try:
-        await statements.send(undo=b"ROLLBACK" if own else b"ROLLBACK TO SAVEPOINT hubbub_batch")
+        await statements.send(
+            retry=True, undo=b"ROLLBACK" if own else b"ROLLBACK TO SAVEPOINT hubbub_batch"
+        )
     except BaseException:
         if own and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):

@@ -15,7 +15,7 @@ from events.envelope import Envelope
 from events.registry import decode
 from events.session import SessionRevoked, SessionStarted
 from events.user import UserForgotten
-from projections.statements import Statements
+from infra.pipeline import Statements
 
 log = structlog.get_logger(__name__)
 

@@ -12,7 +12,7 @@ from events.envelope import Envelope
 from events.personal import erased
 from events.registry import decode
 from events.user import RoleGranted, RoleRevoked, UserForgotten, UserRegistered
-from projections.statements import Statements
+from infra.pipeline import Statements
 
 name = "users"
 version = 3  # 2: roles, 3: erasure

@@ -12,10 +12,10 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import Envelope
+from infra.pipeline import Statements
 from infra.store import EventStore
 from projections import channels, messages, notifications
 from projections.runtime import Projection, create_schema
-from projections.statements import Statements
 from tests.integration.chat_log import ChatLog, random_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -12,10 +12,10 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import Position
+from infra.pipeline import Statements
 from infra.store import EventStore
 from projections import feed
 from projections.runtime import envelope_of, read_checkpoint
-from projections.statements import Statements
 from tests.fix_chat import create_channel, join, say, users
 from tests.fix_stack import Stack
 from tests.integration.test_auctions import list_auction

@@ -1,11 +1,13 @@
-"""A projection batch's statements, queued and sent in one write (projections.statements),
-against a real PostgreSQL: order kept, statements prepared once, the first error raised as
-psycopg raises it with nothing after it applied, and a connection interrupted mid-read
-closed rather than handed back half-read."""
+"""Statements through libpq's pipeline mode (infra.pipeline), against a real PostgreSQL: a
+projection batch's, queued and sent in one write, and an append's one row. Order kept,
+statements prepared once, the first error raised as psycopg raises it with nothing after
+it applied, statements deallocated behind our back prepared again, and a connection
+interrupted mid-read closed rather than handed back half-read."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -13,7 +15,7 @@ import pytest
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
-from projections.statements import Statements
+from infra.pipeline import Statements, one_row
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -156,6 +158,46 @@ async def test_statements_deallocated_behind_its_back_are_prepared_again(
         await again.send()  # prepared afresh
         await conn.execute("DEALLOCATE ALL")
         retried = await _transaction(conn, ("INSERT INTO st_dealloc VALUES (%s, %s)", (3, "three")))
-        await retried.send(undo=b"ROLLBACK")  # fails, undoes, goes again
+        await retried.send(retry=True, undo=b"ROLLBACK")  # fails, undoes, goes again
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert await _rows(conn, "st_dealloc") == [(1, "one"), (2, "two"), (3, "three")]
+
+
+async def test_one_row_returns_the_row_loaded_as_psycopg_loads_it(
+    pool: AsyncConnectionPool,
+) -> None:
+    async with pool.connection() as conn:
+        await _table(conn, "st_one")
+        for i in range(3):
+            row = await one_row(
+                conn,
+                "INSERT INTO st_one VALUES (%s, %s) RETURNING id, v, pg_current_xact_id(), now()",
+                (i, f"v{i}"),
+            )
+            assert row is not None
+            assert row[:2] == (i, f"v{i}")
+            assert isinstance(row[2], int)  # xid8, by Hubbub's loaders (infra.db)
+            assert isinstance(row[3], datetime)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # committed
+        none = await one_row(
+            conn, "INSERT INTO st_one SELECT %s, %s WHERE false RETURNING id", (9, "never")
+        )
+        assert none is None
+        assert len(await _prepared(conn)) == 2  # each statement prepared once
+
+
+async def test_one_row_raises_psycopgs_error_and_survives_deallocate_all(
+    pool: AsyncConnectionPool,
+) -> None:
+    async with pool.connection() as conn:
+        await _table(conn, "st_one_err")
+        insert = "INSERT INTO st_one_err VALUES (%s, %s) RETURNING id"
+        assert await one_row(conn, insert, (1, "one")) == (1,)
+        with pytest.raises(errors.UniqueViolation) as failed:
+            await one_row(conn, insert, (1, "again"))
+        assert failed.value.diag.constraint_name == "st_one_err_pkey"
+        assert "(id)=(1)" in (failed.value.diag.message_detail or "")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        await conn.execute("DEALLOCATE ALL")  # as psycopg does after a ROLLBACK it ran
+        assert await one_row(conn, insert, (2, "two")) == (2,)  # prepared afresh, once
+        assert await _rows(conn, "st_one_err") == [(1, "one"), (2, "two")]
