@@ -183,7 +183,7 @@ async def _results(
     failed = last = None
     while pg.flush() != 0:  # the socket's buffer is full: wait until it takes more
         await _ready(loop, pg.socket, write=True)
-        pg.consume_input()  # the server may be waiting for us to read
+        pg.consume_input()  # what the server sent meanwhile, if anything
     while True:
         while pg.is_busy():
             await _ready(loop, pg.socket, write=False)
@@ -205,15 +205,20 @@ async def _results(
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
+    """Until the socket is readable, or (with `write`) writable: a server whose own output
+    is full waits for us to read before it reads more of what we send."""
     ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     if write:
-        loop.add_writer(fd, ready.set_result, None)
-    else:
-        loop.add_reader(fd, ready.set_result, None)
+        loop.add_writer(fd, wake)
     try:
         await ready
     finally:
+        loop.remove_reader(fd)
         if write:
             loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)

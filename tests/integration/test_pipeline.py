@@ -120,6 +120,19 @@ async def test_a_batch_larger_than_the_socket_buffers_goes_through(
         assert await cur.fetchone() == (5000, 10_000_000)
 
 
+async def test_a_batch_whose_results_fill_the_socket_while_it_is_sent_goes_through(
+    pool: AsyncConnectionPool,
+) -> None:
+    """The server stops reading while its results wait for us: sending and reading must
+    interleave (libpq reads while it flushes, and the wait wakes on either)."""
+    async with pool.connection() as conn:
+        s = Statements(conn)
+        # About 8 MB each way: more than the sockets' buffers hold.
+        await s.executemany("SELECT length(%s), repeat('y', 40000)", [("x" * 40000,)] * 200)
+        result = await asyncio.wait_for(s.send(), 60)
+        assert result is not None and result.ntuples == 1
+
+
 async def test_a_send_cancelled_midway_closes_its_connection(pool: AsyncConnectionPool) -> None:
     async with pool.connection() as conn:
         await _table(conn, "st_cancel")
