@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import psycopg
 from psycopg import sql
@@ -182,6 +182,15 @@ class Batch:
     upto: Position
 
 
+# A batch's transaction control (begin, end, undo): its own transaction, or a savepoint in
+# the caller's.
+_OWN: Final = (b"BEGIN", b"COMMIT", b"ROLLBACK")
+_NESTED: Final = (
+    b"SAVEPOINT hubbub_batch", b"RELEASE SAVEPOINT hubbub_batch",
+    b"ROLLBACK TO SAVEPOINT hubbub_batch",
+)  # fmt: skip
+
+
 async def apply_together(
     conn: psycopg.AsyncConnection[Any], batches: Sequence[Batch], *, notify: bool = True
 ) -> None:
@@ -195,24 +204,23 @@ async def apply_together(
     opened = await _opened(conn, wanted)
     claim, params = _claim(conn, batches, notify=notify)
     # The whole transaction, BEGIN to COMMIT, is queued and then sent in one write with one
-    # sync (infra.pipeline): one round trip. In a caller's transaction (a rebuild's
-    # last catch-up and its swap) the batch joins it instead, and commits or rolls back
-    # with it. A failure leaves the transaction aborted (the server skips what follows it,
-    # COMMIT too): ours is rolled back here, a caller's by the caller.
-    # In a caller's transaction, a savepoint lets the batch be sent again when the server
-    # lost its prepared statements (Statements.send).
+    # sync (infra.pipeline): one round trip. In a caller's transaction (a rebuild's last
+    # catch-up and its swap) the batch joins it under a savepoint instead, and commits or
+    # rolls back with it. The undo statement lets the batch be sent again when the server
+    # lost its prepared statements (Statements.send). A failure leaves the transaction
+    # aborted (the server skips what follows it, COMMIT too): ours is rolled back here, a
+    # caller's by the caller.
     own = conn.info.transaction_status == TransactionStatus.IDLE
+    begin, end, undo = _OWN if own else _NESTED
     statements = Statements(conn)
-    await statements.execute(b"BEGIN" if own else b"SAVEPOINT hubbub_batch", prepare=False)
+    await statements.execute(begin, prepare=False)
     await statements.execute(claim, params)
     for b, envelopes in zip(batches, opened, strict=True):
         if envelopes:
             await b.projection.apply(statements, b.schema, envelopes)
-    await statements.execute(b"COMMIT" if own else b"RELEASE SAVEPOINT hubbub_batch", prepare=False)
+    await statements.execute(end, prepare=False)
     try:
-        await statements.send(
-            retry=True, undo=b"ROLLBACK" if own else b"ROLLBACK TO SAVEPOINT hubbub_batch"
-        )
+        await statements.send(retry=True, undo=undo)
     except BaseException:
         if own and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
