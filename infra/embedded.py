@@ -227,6 +227,13 @@ def start_postgres(data_dir: Path, *, database: str = "hubbub") -> ServerProcess
     stale = pgdata / "postmaster.pid"
     if stale.exists():
         stale.unlink()  # a previous server died without cleaning up; we know it is not running
+    # glibc's malloc, left to itself, hands a backend's freed heap back to the kernel after
+    # each statement (brk), and the next statement faults the pages in again: in a batched
+    # append's profile, brk, munmap and page faults took a sixth of the server's CPU.
+    # Freed memory up to 64 MB now stays in the backend; blocks of 16 MB and over still go
+    # to mmap and back at once, so what a backend keeps is bounded.
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+           "MALLOC_MMAP_THRESHOLD_": str(16 << 20)}  # fmt: skip
     # Another process may take the port we found free before our server binds it: then
     # the server exits at once, and we try the next one.
     # wal_init_zero=off: a new WAL segment is not first filled with 16 MB of zeros. A young
@@ -245,7 +252,7 @@ def start_postgres(data_dir: Path, *, database: str = "hubbub") -> ServerProcess
                  "-c", "max_connections=300", "-c", "shared_buffers=256MB",
                  "-c", "fsync=on", "-c", "synchronous_commit=on",
                  "-c", "max_wal_size=4GB", "-c", "wal_buffers=16MB", "-c", "wal_init_zero=off"],
-                stdout=out, stderr=out, preexec_fn=_demote(ids), start_new_session=True,
+                stdout=out, stderr=out, preexec_fn=_demote(ids), start_new_session=True, env=env,
             )  # fmt: skip
         try:
             _wait_port(port, proc, "postgres", logfile)
