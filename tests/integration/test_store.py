@@ -276,9 +276,10 @@ async def test_a_large_append_is_copied_in_and_chains_numbers_and_keys_like_a_sm
     assert len(result.positions) == 2 * half and before.positions[0] < result.positions[0]
     assert result.positions == sorted(result.positions) and result.txid == before.txid
     assert result.versions == [*range(2, half + 2), *range(2, half + 2)]
-    for stream in (a, b):
+    for stream, positions in ((a, result.positions[:half]), (b, result.positions[half:])):
         events = await store.read_stream(stream)
         assert [e.stream_version for e in events] == list(range(1, half + 2))
+        assert [e.position for e in events[1:]] == positions  # the positions it reported
         assert [e.data for e in events[1:]] == [f'{{"n": {i}}}'.encode() for i in range(half)]
         verify_chain(events)
     async with shared_pool.connection() as conn:
@@ -305,6 +306,42 @@ async def test_a_large_append_is_copied_in_and_chains_numbers_and_keys_like_a_sm
         await store.append([StreamAppend(a, 1, [new_event() for _ in range(COPY_FROM)])])
     assert (info.value.expected, info.value.actual) == (1, half + 1)
     assert len(await store.read_stream(a)) == half + 1
+
+
+async def test_a_head_the_store_appended_is_not_looked_up_but_no_version_is_skipped(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    """A store chains a single event to a head its own append ended without reading it
+    back; a writer that got there first still wins, and a head appended in a caller's
+    transaction that rolled back is never taken as the stream's."""
+    mine, other = EventStore(shared_pool, notify=False), EventStore(shared_pool, notify=False)
+    stream, scope = f"test-{uuid.uuid4()}", str(uuid.uuid4())
+    await mine.append([StreamAppend(stream, NO_STREAM, [new_event(1)])])
+    await other.append([StreamAppend(stream, 1, [new_event(2)])])
+    with pytest.raises(ConcurrencyError) as info:  # mine knows version 1 only
+        await mine.append([StreamAppend(stream, 1, [new_event(3)])])
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    await mine.append([StreamAppend(stream, 2, [new_event(3)])])  # looked up: now known
+    async with shared_pool.connection() as conn, conn.transaction():
+        await mine.append([StreamAppend(stream, 3, [new_event(4)])], conn=conn)
+        raise psycopg.Rollback()
+    with pytest.raises(ConcurrencyError) as info:  # version 4 never was
+        await mine.append([StreamAppend(stream, 4, [new_event(5)])])
+    assert (info.value.expected, info.value.actual) == (4, 3)
+    key = Idempotency(scope=scope, key="k", request_hash=b"h", response=b"{}")
+    result = await mine.append([StreamAppend(stream, 3, [new_event(5)])], idempotency=key)
+    again = await mine.append([StreamAppend(stream, 4, [new_event(6)])], idempotency=key)
+    assert again.duplicate and result.versions == [4]
+    with pytest.raises(ConcurrencyError) as info:  # an existing stream is not new
+        await mine.append([StreamAppend(stream, NO_STREAM, [new_event(7)])])
+    assert (info.value.expected, info.value.actual) == (0, 4)
+    events = await mine.read_stream(stream)
+    assert [e.stream_version for e in events] == [1, 2, 3, 4]
+    assert [e.data for e in events] == [f'{{"n": {n}}}'.encode() for n in (1, 2, 3, 5)]
+    assert events[-1].position == result.positions[0]
+    verify_chain(events)
+    stored = await mine.find_idempotent(scope, "k")
+    assert stored is not None and stored.positions == result.positions
 
 
 async def test_events_cannot_be_updated_deleted_or_truncated(
