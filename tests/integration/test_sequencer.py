@@ -24,6 +24,7 @@ from events.channel import (
 from events.registry import decode
 from infra.store import NO_STREAM, EventStore, StreamAppend
 from tests.fix_events import new_event
+from tests.integration.test_store import verify_chain
 from write_api.handling import Outcome
 from write_api.sequencer import Sequencer
 
@@ -140,3 +141,35 @@ async def test_a_stream_whose_command_is_being_appended_keeps_its_lane(
     assert (await appending).response == {"seq": 1}
     assert (await other).response == {"seq": 1}
     await sequencer.close()
+
+
+async def test_two_processes_on_one_stream_keep_one_unbroken_sequence(
+    shared_pool: AsyncConnectionPool,
+) -> None:
+    """Two write APIs (a sequencer and a store each) send to one channel at once. Each store
+    chains to the head its own last append ended, which the other keeps making stale: the
+    unique index refuses those inserts, and the loser reads what is new and decides again.
+    Every send gets its own seq, the log holds 1..N with no gap, and the chain holds."""
+    stores = [EventStore(shared_pool, notify=False) for _ in range(2)]
+    sequencers = [Sequencer(store, ch.decide, ch.evolve, ch.INITIAL) for store in stores]
+    owner = str(uuid.uuid4())
+    stream = await _channel(stores[0], owner)
+
+    async def sends(sequencer: Sequencer[Any, Any, Any], n: int) -> list[int]:
+        seqs = []
+        for _ in range(n):
+            outcome = await sequencer.submit(
+                stream, _send(owner), meta=b"{}", idem=None, respond=_seq
+            )
+            seqs.append(outcome.response["seq"])
+        return seqs
+
+    mine, theirs = await asyncio.gather(sends(sequencers[0], 25), sends(sequencers[1], 25))
+    assert mine == sorted(mine) and theirs == sorted(theirs)
+    assert sorted(mine + theirs) == list(range(1, 51))
+    recorded = await stores[1].read_stream(stream)
+    verify_chain(recorded)
+    sent = [decode(r.type, r.schema_version, r.data) for r in recorded]
+    assert [e.seq for e in sent if isinstance(e, MessageSent)] == list(range(1, 51))
+    for sequencer in sequencers:
+        await sequencer.close()
