@@ -139,7 +139,7 @@ def content_digest(
 
 def chain_hash(prev_hash: bytes, stream_version: int, recorded_micros: int, digest: bytes) -> bytes:
     """An event's hash: its digest chained to the stream's previous hash (the store's
-    hubbub_append computes the same in SQL)."""
+    single-event statements compute the same in SQL: infra.store._chain_hash_sql)."""
     return hashlib.sha256(
         b"".join((prev_hash, _two_i64(stream_version, recorded_micros), digest))
     ).digest()

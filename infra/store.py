@@ -307,6 +307,14 @@ INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[], %b::bigint[])"""
 
 _GENESIS_SQL: Final = "'\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea"
+
+
+def _chain_hash_sql(prev: str, version: str, digest: str) -> str:
+    """events.envelope.chain_hash in SQL, over these expressions, recorded now()."""
+    now = "int8send((extract(epoch FROM now()) * 1000000)::bigint)"
+    return f"sha256({prev} || int8send({version}) || {now} || {digest})"
+
+
 # One event: one statement, each parameter once (a row `p` of them). The stream's head (its
 # last version and hash, or 0 and the genesis hash) must be at the expected version, or
 # nothing is inserted and no row returned (a caller's transaction stays usable); the hash
@@ -316,9 +324,7 @@ _INSERT_ONE_SQL: Final = f"""
 INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
                     recorded_at, data, metadata, prev_hash, hash)
 SELECT p.eid, p.sid, split_part(p.sid, '-', 1), head.v + 1, p.typ, p.sv, now(), p.dat, p.meta,
-       head.h,
-       sha256(head.h || int8send(head.v + 1)
-              || int8send((extract(epoch FROM now()) * 1000000)::bigint) || p.digest)
+       head.h, {_chain_hash_sql("head.h", "head.v + 1", "p.digest")}
 FROM (SELECT %s::uuid, %s::text, %s::bigint, %s::text, %s::integer, %s::json, %s::json, %s::bytea)
      AS p(eid, sid, expected, typ, sv, dat, meta, digest)
 LEFT JOIN LATERAL (
@@ -333,16 +339,15 @@ RETURNING txid, position, stream_version, recorded_at, hash{{hint}}"""
 # An event whose stream's head the appender knows (a new stream's, or one it appended itself,
 # see _Heads): no head to look up, the version and previous hash given. A writer that got
 # there first holds that version, and the unique index refuses this one (23505).
-_INSERT_KNOWN_SQL: Final = """
+_INSERT_KNOWN_SQL: Final = f"""
 INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
                     recorded_at, data, metadata, prev_hash, hash)
 SELECT p.eid, p.sid, split_part(p.sid, '-', 1), p.v, p.typ, p.sv, now(), p.dat, p.meta, p.prev,
-       sha256(p.prev || int8send(p.v)
-              || int8send((extract(epoch FROM now()) * 1000000)::bigint) || p.digest)
+       {_chain_hash_sql("p.prev", "p.v", "p.digest")}
 FROM (SELECT %s::uuid, %s::text, %s::bigint, %s::text, %s::integer, %s::json, %s::json, %s::bytea,
              %s::bytea)
      AS p(eid, sid, v, typ, sv, dat, meta, digest, prev)
-RETURNING txid, position, stream_version, recorded_at, hash{hint}"""
+RETURNING txid, position, stream_version, recorded_at, hash{{hint}}"""
 # Without a key the idempotency CTE still costs ~10 us of server CPU: left out then.
 _IDEM_ONE_SQL: Final = """
 WITH ins AS ({insert}
@@ -392,8 +397,7 @@ WITH h AS (
     INSERT INTO events (event_id, stream_id, category, stream_version, type, schema_version,
                         recorded_at, data, metadata, prev_hash, hash)
     SELECT eid, sid, split_part(sid, '-', 1), v + 1, typ, sv, now(), dat::json, meta::json, hh,
-           sha256(hh || int8send(v + 1)
-                  || int8send((extract(epoch FROM now()) * 1000000)::bigint) || digest)
+           {_chain_hash_sql("hh", "v + 1", "digest")}
     FROM h WHERE NOT EXISTS (SELECT 1 FROM h WHERE NOT (expected = -1 OR v = expected))
     ORDER BY ord
     RETURNING position
