@@ -81,6 +81,12 @@ class Statements:
         for params in params_seq:
             await self.execute(query, params)
 
+    def first_row(self, result: pq.abc.PGresult) -> tuple[Any, ...]:
+        """The first row of a result `send` returned, loaded as psycopg loads it."""
+        self._tx.set_pgresult(result)
+        row: tuple[Any, ...] = self._tx.load_row(0, tuple)
+        return row
+
     def __len__(self) -> int:
         return len(self._queue)
 
@@ -169,9 +175,7 @@ async def one_row(
     result = await statements.send(retry=True)
     if result is None or result.ntuples == 0:
         return None
-    statements._tx.set_pgresult(result)
-    row: tuple[Any, ...] = statements._tx.load_row(0, tuple)
-    return row
+    return statements.first_row(result)
 
 
 async def _results(
