@@ -33,9 +33,15 @@ def free_port() -> int:
 
 def start_part(part: str, settings: Settings, module: str = "infra.cli") -> subprocess.Popen[bytes]:
     """`hubbub <part>` (or `python -m <module> <part>`) in a process of its own, reading
-    `settings` (warnings only)."""
+    `settings` (warnings only).
+
+    In a session of its own, as `hubbub run`'s supervisor starts each part: with the
+    kernel's autogroup scheduling (on by default), the parts are then each scheduled as a
+    group of their own, as they are in production, rather than all of them sharing the
+    bench's one group's share of the CPU (session 12: command to frame p50 a few percent
+    lower, for Hubbub and the floor alike)."""
     env = {**os.environ, **replace(settings, log_level="WARNING").to_env()}
-    return subprocess.Popen([sys.executable, "-m", module, part], env=env)
+    return subprocess.Popen([sys.executable, "-m", module, part], env=env, start_new_session=True)
 
 
 def stop_parts(procs: list[subprocess.Popen[bytes]]) -> None:
