@@ -41,10 +41,14 @@ class _Part:
 
 
 def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
-    """Give a waiting caller its result or its exception, unless it has one (or left)."""
+    """Give a waiting caller its result or its exception, unless it has one (or left). A
+    cancellation cancels the future: one whose caller has left then logs nothing ("exception
+    never retrieved") when it is collected."""
     if future.done():
         return
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(outcome, BaseException):
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
