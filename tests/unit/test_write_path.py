@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
 from typing import Any
@@ -16,6 +17,7 @@ from litestar.testing import TestClient
 
 from infra.http import EXCEPTION_HANDLERS, Answer, Problem, guarding
 from write_api.app import fewer_collections
+from write_api.combiner import settle
 from write_api.handling import path_id
 
 
@@ -89,3 +91,31 @@ def test_fewer_collections_while_the_app_runs_then_as_before() -> None:
     with fewer_collections(12_345):
         assert gc.get_threshold() == (12_345, *before[1:])
     assert gc.get_threshold() == before
+
+
+def test_settling_a_waiter_gives_its_outcome_and_a_cancellation_is_never_left_unread() -> None:
+    """A result, an error or a cancellation reaches a waiting caller as it is; the first
+    outcome stays. A cancellation (a flight or lane stopped at shutdown) cancels the
+    future, so one whose caller had left is collected without the loop reporting an
+    exception nobody retrieved."""
+    reported: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx))
+        new = asyncio.get_running_loop().create_future
+        done, failed, cancelled, left = new(), new(), new(), new()
+        settle(done, 1)
+        settle(done, ValueError("late"))
+        settle(failed, ValueError("no"))
+        settle(cancelled, asyncio.CancelledError())
+        assert await done == 1
+        with pytest.raises(ValueError):
+            await failed
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        settle(left, asyncio.CancelledError())  # nobody awaits it
+        del left
+        gc.collect()
+
+    asyncio.run(main())
+    assert reported == []
