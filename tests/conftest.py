@@ -8,5 +8,9 @@ fails ("AST constructor recursion depth mismatch"): every test passed, and the r
 """
 
 import hypothesis  # noqa: F401
+import pytest
+
+# Shared checks (tests.fix_events.verify_chain) say what differed, as a test's own do.
+pytest.register_assert_rewrite("tests.fix_events")
 
 pytest_plugins = ["tests.fix_servers", "tests.fix_stack", "tests.fix_gateway", "tests.fix_logging"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from events.envelope import GENESIS_HASH, chain_hash, content_digest, micros
 from events.registry import encode
 from events.user import UserRegistered, user_stream
-from infra.store import NO_STREAM, EventStore, NewEvent, StreamAppend
+from infra.store import NO_STREAM, EventStore, NewEvent, RecordedEvent, StreamAppend
 
 
 def new_event(event: object) -> NewEvent:
@@ -39,3 +40,17 @@ async def register_users(store: EventStore, n: int) -> list[str]:
         )
         ids.append(uid)
     return ids
+
+
+def verify_chain(events: list[RecordedEvent]) -> None:
+    """A whole stream, read back: versions 1..n, each event chained to the one before as
+    events.envelope.chain_hash chains them, from the genesis hash."""
+    prev = GENESIS_HASH
+    for version, e in enumerate(events, start=1):
+        assert e.stream_version == version
+        assert e.prev_hash == prev
+        digest = content_digest(
+            e.event_id, e.stream_id, e.type, e.schema_version, e.data, e.metadata
+        )
+        assert chain_hash(prev, e.stream_version, micros(e.recorded_at), digest) == e.hash
+        prev = e.hash

@@ -23,8 +23,7 @@ from events.channel import (
 )
 from events.registry import decode
 from infra.store import NO_STREAM, EventStore, StreamAppend
-from tests.fix_events import new_event
-from tests.integration.test_store import verify_chain
+from tests.fix_events import new_event, verify_chain
 from write_api.handling import Outcome
 from write_api.sequencer import Sequencer
 

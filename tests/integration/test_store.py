@@ -9,7 +9,6 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from events.envelope import GENESIS_HASH, chain_hash, content_digest, micros
 from infra.store import (
     ANY,
     COPY_FROM,
@@ -20,10 +19,10 @@ from infra.store import (
     EventStore,
     Idempotency,
     NewEvent,
-    RecordedEvent,
     StoreUnavailable,
     StreamAppend,
 )
+from tests.fix_events import verify_chain
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -35,18 +34,6 @@ def new_event(n: int = 0, type: str = "Thing") -> NewEvent:
         data=f'{{"n": {n}}}'.encode(),
         metadata=b'{"correlation_id": "c"}',
     )
-
-
-def verify_chain(events: list[RecordedEvent]) -> None:
-    prev = GENESIS_HASH
-    for version, e in enumerate(events, start=1):
-        assert e.stream_version == version
-        assert e.prev_hash == prev
-        digest = content_digest(
-            e.event_id, e.stream_id, e.type, e.schema_version, e.data, e.metadata
-        )
-        assert chain_hash(prev, e.stream_version, micros(e.recorded_at), digest) == e.hash
-        prev = e.hash
 
 
 async def test_append_and_read_back_in_order(shared_pool: AsyncConnectionPool) -> None:
