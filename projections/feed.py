@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from psycopg import sql
@@ -38,7 +38,7 @@ from events.channel import (
     ReactionAdded,
     ReactionRemoved,
 )
-from events.envelope import METADATA_VIEW, Envelope, traced
+from events.envelope import METADATA_VIEW, Envelope, Position, traced
 from events.personal import erased
 from events.registry import Event, decode
 from events.user import UserForgotten
@@ -55,6 +55,14 @@ types = frozenset(
      "AuctionClosed", "UserForgotten"}
 )  # fmt: skip
 _ENCODER = msgspec.json.Encoder()
+
+# Where a batch's frames are announced as it commits: the gateways' live path, which then
+# needs no query of its own (read_api.gateway.feed). A notice is JSON: `after` and `upto`,
+# the batch's span of the log, and `frames`, every frame in that span as
+# [topic, seq, position, name, data, event_id, traceparent] in log order; without `frames`
+# when they would not fit in a notification (PostgreSQL refuses 8000 bytes or more).
+FRAMES_CHANNEL: Final = "hubbub_frames"
+NOTICE_MAX_BYTES: Final = 7900
 
 
 # (topic, frame name, client view)
@@ -210,6 +218,7 @@ def frames_of(envelope: Envelope, event: Event) -> list[Frame]:
 class _Statements:
     insert: Bulk
     forgotten: sql.Composed
+    notice: sql.Composed
 
 
 @functools.cache
@@ -240,7 +249,26 @@ def _statements(schema: str) -> _Statements:
         )),
         forgotten=q("UPDATE {s}.frames SET data = (data::jsonb || '{{\"text\": null,"
                     " \"erased\": true}}')::json, subject = NULL WHERE subject = %s"),
+        # The frames the gateway's tail would read for the span (FeedReader.between), read
+        # once here for every gateway; the span alone when they are too many to notify.
+        notice=q(
+            "SELECT pg_notify(%s, CASE WHEN octet_length(n) < %s THEN n"
+            " ELSE json_build_object('after', %s::text, 'upto', %s::text)::text END)"
+            " FROM (SELECT json_build_object('after', %s::text, 'upto', %s::text, 'frames',"
+            " coalesce(json_agg(json_build_array(topic, seq, position, name, data, event_id,"
+            " traceparent) ORDER BY position, topic, seq), '[]'))::text AS n"
+            " FROM {s}.frames WHERE position > %s AND position <= %s) AS notice"
+        ),
     )  # fmt: skip
+
+
+async def announce(conn: Statements, schema: str, after: Position, upto: Position) -> None:
+    """Queue the notice of the frames between `after` and `upto` (the batch's span, after
+    its rows): sent at the commit, and only if the batch commits."""
+    span = (after.token(), upto.token())
+    await conn.execute(
+        _statements(schema).notice, (FRAMES_CHANNEL, NOTICE_MAX_BYTES, *span, *span, *span)
+    )
 
 
 async def apply(conn: Statements, schema: str, events: Sequence[Envelope]) -> None:

@@ -42,6 +42,10 @@ class Projection(Protocol):
         so no result can be read."""
         ...
 
+    # Optionally, `announce(conn, schema, after, upto)`: queue a notification of what the
+    # batch spanning `after` to `upto` wrote, after its rows (the feed tells the gateways
+    # its frames). apply_together calls it when it notifies.
+
 
 def live_schema(name: str) -> str:
     return f"rm_{name}"
@@ -218,6 +222,10 @@ async def apply_together(
     for b, envelopes in zip(batches, opened, strict=True):
         if envelopes:
             await b.projection.apply(statements, b.schema, envelopes)
+    if notify:
+        for b in batches:
+            if (announce := getattr(b.projection, "announce", None)) is not None:
+                await announce(statements, b.schema, b.expected, b.upto)
     await statements.execute(end, prepare=False)
     try:
         await statements.send(retry=True, undo=undo)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import psycopg
 import structlog
@@ -30,10 +30,21 @@ MAX_WAIT_MS = 10_000
 class Freshness:
     """The applied position of each projection, kept current by LISTEN."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool, names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool: AsyncConnectionPool,
+        names: Iterable[str],
+        *,
+        also: Mapping[str, Callable[[str], None]] | None = None,
+    ) -> None:
+        """`also`: more channels to listen to on the same connection, each with the function
+        its payloads are given to, in the order they come (a projector's notifications
+        come in the order it sent them, before any of its later commits')."""
         self.url = url
         self.pool = pool
         self.names = list(names)
+        self.also = dict(also or {})
         self.positions: dict[str, Position] = dict.fromkeys(self.names, ORIGIN)
         # Requests waiting for a position: each is woken once, when it is reached, rather
         # than every waiter on every notification.
@@ -91,12 +102,17 @@ class Freshness:
                     self.url, autocommit=True, application_name="hubbub-read-freshness"
                 ) as conn:
                     configure(conn)
-                    await conn.execute(
-                        sql.SQL("LISTEN {}").format(sql.Identifier(PROJECTION_CHANNEL))
-                    )
+                    for channel in (PROJECTION_CHANNEL, *self.also):
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     await self.refresh()  # whatever happened while we were not listening
                     backoff = 0.1
                     async for note in conn.notifies():
+                        if (handler := self.also.get(note.channel)) is not None:
+                            try:
+                                handler(note.payload)
+                            except Exception:  # one bad payload must not stop the listener
+                                log.exception("notification not handled", channel=note.channel)
+                            continue
                         names, token = notified(note.payload)
                         with contextlib.suppress(ValueError):
                             position = Position.parse(token)

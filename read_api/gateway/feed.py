@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from events.envelope import Position
 from read_api.freshness import Freshness
-from read_api.gateway import protocol
+from read_api.gateway import metrics, protocol
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +31,7 @@ TAIL_BATCH: Final = 2000
 BACKFILL_BATCH: Final = 500
 _IDLE_WAIT_S: Final = 1.0
 
+_MAX_NOTICES: Final = 1000
 _COLUMNS = "topic, seq, position, name, data, event_id::text, traceparent"
 _BETWEEN = (
     f"SELECT {_COLUMNS} FROM rm_feed.frames WHERE position > %s AND position <= %s"
@@ -109,6 +110,17 @@ class FeedFrame:
         return view
 
 
+class _Notice(msgspec.Struct, frozen=True):
+    """A projector batch's frames (projections.feed.FRAMES_CHANNEL)."""
+
+    after: str
+    upto: str
+    frames: list[tuple[str, int, str, str, msgspec.Raw, str, str | None]] | None = None
+
+
+_NOTICE = msgspec.json.Decoder(_Notice)
+
+
 class FeedReader:
     """Queries over rm_feed.frames."""
 
@@ -164,6 +176,42 @@ class Tailer:
         self.freshness = freshness
         self.deliver = deliver
         self.tail = tail  # frames up to here were delivered (or came before the start)
+        # The projector's notices of its batches' frames (FRAMES_CHANNEL, given to
+        # `noticed`), by the position each batch starts after: (where it ends, its frames).
+        self.notices: dict[Position, tuple[Position, list[FeedFrame]]] = {}
+
+    def noticed(self, payload: str) -> None:
+        """Keep a notice of a batch's frames until the tail reaches the batch. One that
+        cannot be read, that came too late or that has no frames (too many for a
+        notification) is dropped: the tail then reads those frames from the feed."""
+        try:
+            notice = _NOTICE.decode(payload)
+            after, upto = Position.parse(notice.after), Position.parse(notice.upto)
+        except (msgspec.DecodeError, ValueError):
+            log.warning("unreadable frames notice", payload=payload[:200])
+            return
+        if notice.frames is None or after < self.tail:
+            return
+        if len(self.notices) >= _MAX_NOTICES:  # the tail is stuck behind them: start afresh
+            self.notices.clear()
+        self.notices[after] = (upto, [
+            FeedFrame(topic, seq, position, name, bytes(data), event_id=event_id,
+                      traceparent=traceparent)
+            for topic, seq, position, name, data, event_id, traceparent in notice.frames
+        ])  # fmt: skip
+
+    def _from_notices(self, tail: Position, upto: Position) -> tuple[list[FeedFrame], Position]:
+        """The noticed frames that follow on from `tail`, batch after batch, up to at most
+        `upto`, and the position they reach (`tail` when there are none)."""
+        frames: list[FeedFrame] = []
+        while (notice := self.notices.get(tail)) is not None and notice[0] <= upto:
+            del self.notices[tail]
+            tail = notice[0]
+            frames += notice[1]
+        if self.notices:
+            for stale in [at for at in self.notices if at < tail]:
+                del self.notices[stale]
+        return frames, tail
 
     async def run(self) -> None:
         """Tail for ever (cancel to stop); database trouble is logged and retried."""
@@ -176,6 +224,12 @@ class Tailer:
                     list(SOURCES), Position(tail.txid, tail.position + 1), _IDLE_WAIT_S
                 )
                 continue
+            frames, reached = self._from_notices(tail, upto)
+            if reached > tail:  # what the projector said it wrote: no query
+                metrics.TAIL_FROM_NOTICES.inc()
+                tail = self.tail = reached
+                self.deliver(frames, reached)
+                continue
             try:
                 frames, reached = await self.reader.between(tail, upto)
             except psycopg.Error as e:
@@ -184,5 +238,6 @@ class Tailer:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            metrics.TAIL_FROM_FEED.inc()
             tail = self.tail = reached
             self.deliver(frames, reached)

@@ -25,6 +25,14 @@ DELIVERIES = Counter(
     "hubbub_gateway_deliveries_total", "Event frames written to connections by the live fan-out"
 )
 SLOW_CLOSES = Counter("hubbub_gateway_slow_closes_total", "Connections closed with 4429")
+TAIL_READS = Counter(
+    "hubbub_gateway_tail_reads_total",
+    "Steps of the live tail, by where its frames came from: the projector's notice of its"
+    " batch (notice) or a query of the feed (feed: a notice missed, too big, or not yet heard)",
+    ["source"],
+)
+TAIL_FROM_NOTICES: Final = TAIL_READS.labels("notice")
+TAIL_FROM_FEED: Final = TAIL_READS.labels("feed")
 
 FRAMES = Counter("hubbub_gateway_frames_sent_total", "Frames sent to clients, by type", ["type"])
 _FRAMES: Final = {kind: FRAMES.labels(kind) for kind in protocol.FRAME_TYPES}

@@ -34,6 +34,7 @@ from infra.nats import connect
 from infra.relay import stop_on_signals
 from infra.settings import Settings
 from infra.tokens import Tokens
+from projections.feed import FRAMES_CHANNEL
 from projections.registry import ensure_all
 from projections.sessions import RevokedSessions
 from read_api.freshness import Freshness
@@ -152,7 +153,11 @@ async def running(settings: Settings, options: Options | None = None) -> AsyncIt
         await pool.open()
         stack.push_async_callback(pool.close)
         await ensure_all(pool)
-        freshness = Freshness(settings.database_url, pool, SOURCES)
+        # The projector's frame notices, heard on the freshness listener's connection so
+        # that each comes after its batch's checkpoints: the tailer takes them once it is made.
+        freshness = Freshness(
+            settings.database_url, pool, SOURCES, also={FRAMES_CHANNEL: lambda _: None}
+        )
         await freshness.start()
         stack.push_async_callback(freshness.close)
         revoked = RevokedSessions(pool)
@@ -166,6 +171,7 @@ async def running(settings: Settings, options: Options | None = None) -> AsyncIt
         tail = freshness.position_of(SOURCES)
         hub = Hub(reader, Access(pool), tail, queue_bytes=options.queue_bytes)
         tailer = Tailer(reader, freshness, hub.deliver, tail)
+        freshness.also[FRAMES_CHANNEL] = tailer.noticed
         stack.push_async_callback(hub.close)
         presence = Presence(nc, settings.gateway_subject("presence"),
                             settings.gateway_subject("typing"), pool, hub,
