@@ -63,6 +63,7 @@ _ENCODER = msgspec.json.Encoder()
 # when they would not fit in a notification (PostgreSQL refuses 8000 bytes or more).
 FRAMES_CHANNEL: Final = "hubbub_frames"
 NOTICE_MAX_BYTES: Final = 7900
+NOTICE_MAX_EVENTS: Final = 100  # a frame takes 150 bytes or more: more would not fit
 
 
 # (topic, frame name, client view)
@@ -262,9 +263,15 @@ def _statements(schema: str) -> _Statements:
     )  # fmt: skip
 
 
-async def announce(conn: Statements, schema: str, after: Position, upto: Position) -> None:
-    """Queue the notice of the frames between `after` and `upto` (the batch's span, after
-    its rows): sent at the commit, and only if the batch commits."""
+async def announce(
+    conn: Statements, schema: str, after: Position, upto: Position, events: int
+) -> None:
+    """Queue the notice of the frames between `after` and `upto` (the batch's span of
+    `events` events, after its rows): sent at the commit, and only if the batch commits.
+    A batch of more than NOTICE_MAX_EVENTS (a catch-up's) is not announced: its frames
+    would not fit, and reading them back would be work for nothing."""
+    if events > NOTICE_MAX_EVENTS:
+        return
     span = (after.token(), upto.token())
     await conn.execute(
         _statements(schema).notice, (FRAMES_CHANNEL, NOTICE_MAX_BYTES, *span, *span, *span)

@@ -69,6 +69,16 @@ PROJECTION_LAG_EVENTS = Gauge(
     ["projection"],
 )
 HEAD_POSITION = Gauge("hubbub_store_head_position", "Global position of the store's last event")
+NOTIFY_QUEUE_USAGE = Gauge(
+    "hubbub_notify_queue_usage",
+    "Fraction of PostgreSQL's NOTIFY queue in use (pg_notification_queue_usage): a listener"
+    " that stopped reading holds it; once full, every NOTIFYing commit fails",
+)
+ANNOUNCING = Gauge(
+    "hubbub_projector_announcing",
+    "1 while the projector announces its batches' frames to the gateways, 0 while it holds"
+    " them back (the NOTIFY queue is filling)",
+)
 APPLY_SECONDS = Histogram(
     "hubbub_projection_apply_seconds",
     "Time to apply one batch (one transaction, one or every projection) and its checkpoint",
@@ -78,6 +88,12 @@ APPLY_SECONDS = Histogram(
 
 
 CATCH_UP_BATCH = 5000
+# Frame notices (projections.feed.announce) carry up to 8 kB a batch, a hundred times what
+# the other notifications do, so a listener that stops reading (a gateway stopped, a
+# half-open connection) fills PostgreSQL's 8 GB queue within hours at 1,000 events a
+# second, and then every notifying commit fails. Past this share of the queue the
+# projector stops announcing (the gateways read the feed instead) until it drains.
+ANNOUNCE_BELOW_QUEUE_USAGE = 0.05
 ACK_EVERY_S = 0.02
 
 
@@ -93,8 +109,12 @@ class ProjectionRunner:
         consumer: str = "projector",
         fetch_batch: int = 500,
         quiet_s: float = 0.5,
+        announce_below: float = ANNOUNCE_BELOW_QUEUE_USAGE,
     ) -> None:
         self.settings = settings
+        self.announce_below = announce_below
+        self.announcing = True
+        ANNOUNCING.set(1)
         self.pool = pool
         self.store = EventStore(pool, notify=False)
         self.projections = list(projections)
@@ -185,8 +205,9 @@ class ProjectionRunner:
         try:
             async with self.pool.connection() as conn:
                 await apply_batch(
-                    conn, projection, live_schema(projection.name), after, events, upto
-                )
+                    conn, projection, live_schema(projection.name), after, events, upto,
+                    announce=self.announcing,
+                )  # fmt: skip
         except CheckpointMoved as moved:
             # A rebuild swapped in a new schema, or another projector got there first.
             log.info(
@@ -230,7 +251,7 @@ class ProjectionRunner:
         started = time.perf_counter()
         try:
             async with self.pool.connection() as conn:
-                await apply_together(conn, together)
+                await apply_together(conn, together, announce=self.announcing)
         except psycopg.Error as e:
             log.info("batch not applied together; one projection at a time", error=str(e))
             return False
@@ -300,17 +321,32 @@ class ProjectionRunner:
             await self.measure_lag()
 
     async def measure_lag(self) -> None:
-        """Set the lag gauges against the store's head (one short index read)."""
+        """Set the lag gauges against the store's head (one short index read), and the
+        NOTIFY queue's usage, announcing frames or not by it."""
         try:
             head = await self.store.head()
+            usage = await self.notify_queue_usage()
         except psycopg.Error as e:
             log.warning("head not read; lag not measured", error=str(e))
             return
+        NOTIFY_QUEUE_USAGE.set(usage)
+        announcing = usage < self.announce_below
+        if announcing != self.announcing:
+            log.warning("frame notices " + ("resumed" if announcing else "held back"),
+                        notify_queue_usage=usage, threshold=self.announce_below)  # fmt: skip
+            self.announcing = announcing
+            ANNOUNCING.set(int(announcing))
         HEAD_POSITION.set(head.position)
         for name, checkpoint in self.checkpoints.items():
             # Positions count every event ever appended, so the difference is the number
             # of events still to apply (rolled-back appends leave small holes: an upper bound).
             PROJECTION_LAG_EVENTS.labels(name).set(max(0, head.position - checkpoint.position))
+
+    async def notify_queue_usage(self) -> float:
+        """The fraction of PostgreSQL's NOTIFY queue in use."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute("SELECT pg_notification_queue_usage()")).fetchone()
+        return float(row[0]) if row else 0.0
 
     async def _connect(self, old: NATS | None) -> NATS | None:
         if old is not None:

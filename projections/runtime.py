@@ -42,9 +42,10 @@ class Projection(Protocol):
         so no result can be read."""
         ...
 
-    # Optionally, `announce(conn, schema, after, upto)`: queue a notification of what the
-    # batch spanning `after` to `upto` wrote, after its rows (the feed tells the gateways
-    # its frames). apply_together calls it when it notifies.
+    # Optionally, `announce(conn, schema, after, upto, events)`: queue a notification of
+    # what the batch of `events` events spanning `after` to `upto` wrote, after its rows
+    # (the feed tells the gateways its frames). apply_together calls it when it notifies,
+    # unless told not to announce.
 
 
 def live_schema(name: str) -> str:
@@ -156,6 +157,7 @@ async def apply_batch(
     upto: Position,
     *,
     notify: bool = True,
+    announce: bool = True,
 ) -> Applied:
     """Apply `events` and move the checkpoint from `expected` to `upto`, in one transaction.
 
@@ -166,7 +168,10 @@ async def apply_batch(
     """
     try:
         await apply_together(
-            conn, [Batch(projection, schema, expected, events, upto)], notify=notify
+            conn,
+            [Batch(projection, schema, expected, events, upto)],
+            notify=notify,
+            announce=announce,
         )
     except psycopg.Error as e:
         if e.sqlstate != "HB001":
@@ -196,7 +201,11 @@ _NESTED: Final = (
 
 
 async def apply_together(
-    conn: psycopg.AsyncConnection[Any], batches: Sequence[Batch], *, notify: bool = True
+    conn: psycopg.AsyncConnection[Any],
+    batches: Sequence[Batch],
+    *,
+    notify: bool = True,
+    announce: bool = True,
 ) -> None:
     """Apply several projections' batches in one transaction: one pipelined round trip and
     one commit for all of them, rather than one each. Raises psycopg's error (HB001 when a
@@ -222,10 +231,10 @@ async def apply_together(
     for b, envelopes in zip(batches, opened, strict=True):
         if envelopes:
             await b.projection.apply(statements, b.schema, envelopes)
-    if notify:
+    if notify and announce:
         for b in batches:
-            if (announce := getattr(b.projection, "announce", None)) is not None:
-                await announce(statements, b.schema, b.expected, b.upto)
+            if (announcer := getattr(b.projection, "announce", None)) is not None:
+                await announcer(statements, b.schema, b.expected, b.upto, len(b.events))
     await statements.execute(end, prepare=False)
     try:
         await statements.send(retry=True, undo=undo)

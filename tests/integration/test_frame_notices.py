@@ -17,9 +17,11 @@ from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
 from events.envelope import ORIGIN, Position
+from infra.settings import Settings
 from infra.store import EventStore, RecordedEvent
 from projections import feed
-from projections.runtime import apply_batch, ensure_schema, read_checkpoint
+from projections.runner import ProjectionRunner
+from projections.runtime import apply_batch, ensure_schema, envelope_of, read_checkpoint
 from read_api.gateway.feed import FeedReader
 from read_api.gateway.server import Gateway
 from tests.fix_chat import create_channel, join, say, users
@@ -109,6 +111,46 @@ async def test_frames_too_big_for_a_notification_are_announced_by_their_span_alo
     assert got == [{"after": ORIGIN.token(), "upto": events[-1].at.token()}]
     frames, _ = await FeedReader(pool).between(ORIGIN, events[-1].at)
     assert [f.name for f in frames].count("message.sent") == 3
+
+
+async def test_a_batch_too_long_to_announce_is_not_read_back(
+    pool: AsyncConnectionPool, fresh_database_url: str
+) -> None:
+    events = await chat_log(pool, *(f"m{i}" for i in range(feed.NOTICE_MAX_EVENTS)))
+    assert len(events) > feed.NOTICE_MAX_EVENTS  # the channel's creation and the join too
+    async with listening(fresh_database_url) as listener:
+        async with pool.connection() as conn:
+            await apply_batch(conn, feed, "rm_feed", ORIGIN, events, events[-1].at)
+            assert await read_checkpoint(conn, "rm_feed") == events[-1].at
+        assert [n.payload async for n in listener.notifies(timeout=0.5)] == []
+
+
+async def test_the_projector_holds_notices_back_while_the_notify_queue_fills(
+    settings: Settings, pool: AsyncConnectionPool, fresh_database_url: str
+) -> None:
+    """A listener that stops reading holds PostgreSQL's NOTIFY queue; frame notices would
+    fill it a hundred times faster than the rest. Past its threshold (0 here: any usage,
+    even none) the projector stops announcing, until the queue is below it again."""
+    events = await chat_log(pool, "one", "two")
+    runner = ProjectionRunner(settings, pool, [feed], announce_below=0.0)
+    await runner.start()
+    await runner.measure_lag()
+    assert not runner.announcing
+    assert REGISTRY.get_sample_value("hubbub_projector_announcing") == 0
+    usage = REGISTRY.get_sample_value("hubbub_notify_queue_usage")
+    assert usage is not None and 0.0 <= usage < 0.5  # the cluster's: other tests listen too
+    async with listening(fresh_database_url) as listener:
+        await runner.handle([(envelope_of(e), prev) for e, prev in
+                             zip(events[:2], [ORIGIN, events[0].at], strict=True)])  # fmt: skip
+        assert [n.payload async for n in listener.notifies(timeout=0.5)] == []
+        runner.announce_below = 0.5
+        await runner.measure_lag()
+        assert runner.announcing and REGISTRY.get_sample_value("hubbub_projector_announcing") == 1
+        await runner.handle([(envelope_of(e), prev) for e, prev in
+                             zip(events[2:], [e.at for e in events[1:-1]], strict=True)])  # fmt: skip
+        got = await notices(listener, 1)
+    assert (got[0]["after"], got[0]["upto"]) == (events[1].at.token(), events[-1].at.token())
+    assert [f[3] for f in got[0]["frames"]][-2:] == ["message.sent", "message.sent"]
 
 
 def tail_reads(source: str) -> float:
