@@ -194,11 +194,8 @@ class Tailer:
             return
         if len(self.notices) >= _MAX_NOTICES:  # the tail is stuck behind them: start afresh
             self.notices.clear()
-        self.notices[after] = (upto, [
-            FeedFrame(topic, seq, position, name, bytes(data), event_id=event_id,
-                      traceparent=traceparent)
-            for topic, seq, position, name, data, event_id, traceparent in notice.frames
-        ])  # fmt: skip
+        # A notice lists each frame's columns in _COLUMNS' order, as the tail's query does.
+        self.notices[after] = (upto, [FeedFrame.from_row(row) for row in notice.frames])
 
     def _from_notices(self, tail: Position, upto: Position) -> tuple[list[FeedFrame], Position]:
         """The noticed frames that follow on from `tail`, batch after batch, up to at most
