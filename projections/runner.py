@@ -327,7 +327,7 @@ class ProjectionRunner:
             head = await self.store.head()
             usage = await self.notify_queue_usage()
         except psycopg.Error as e:
-            log.warning("head not read; lag not measured", error=str(e))
+            log.warning("head or NOTIFY queue not read; lag not measured", error=str(e))
             return
         NOTIFY_QUEUE_USAGE.set(usage)
         announcing = usage < self.announce_below
